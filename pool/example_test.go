@@ -1,0 +1,69 @@
+package pool_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log"
+	"net"
+	"strings"
+	"sync"
+
+	"github.com/relaykit/relay/pool"
+)
+
+func Example() {
+	// An upstream on loopback that answers each line in upper case.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer ln.Close()
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					fmt.Fprint(c, strings.ToUpper(line))
+				}
+			})
+		}
+	})
+
+	// A strict request/response protocol: used conns may be reused.
+	p, err := pool.New(pool.Config{Addr: ln.Addr().String(), Reuse: pool.ReuseIfClean})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer p.Close()
+
+	for _, msg := range []string{"hello", "again"} {
+		lease, err := p.Get(context.Background())
+		if err != nil {
+			log.Fatal(err)
+		}
+		c := lease.Conn()
+		fmt.Fprintln(c, msg)
+		reply, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			log.Fatal(err)
+		}
+		// The whole reply was read and nothing else is owed: clean.
+		out := lease.Release(pool.Verdict{Used: true, Clean: true})
+		fmt.Printf("%s from a %s conn, then %s\n", strings.TrimSpace(reply), lease.Source(), out)
+	}
+	// Output:
+	// HELLO from a dial conn, then kept-used
+	// AGAIN from a reused conn, then kept-used
+}

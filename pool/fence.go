@@ -1,0 +1,144 @@
+package pool
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+)
+
+// Fence limits.
+const (
+	// fenceLimit bounds how much a fence reads while looking for its echo
+	// (replies still owed count towards it).
+	fenceLimit = 64 << 10
+	// fenceQuiet is how long a fence waits after its echo for bytes that
+	// must not follow.
+	fenceQuiet = 2 * time.Millisecond
+)
+
+// Fence returns a Reset hook that writes send and reads until the data
+// read ends with expect (draining any reply still owed before it), then
+// requires that nothing follows within a short quiet period. For example
+// Redis: Fence([]byte("PING\r\n"), []byte("+PONG\r\n")); memcached:
+// Fence([]byte("mn\r\n"), []byte("MN\r\n")). It panics if expect is empty.
+//
+// The hook reads through the conn itself (so on TLS it sees what the
+// tls.Conn has buffered, which a socket peek cannot), honours ctx's
+// deadline and cancellation, reads at most 64 KiB, and leaves deadlines
+// set (the pool clears them).
+//
+// Limit: a fixed marker cannot tell its own echo from an identical one
+// already owed, for example when the previous client sent the same PING
+// and hung up before its reply. The early match is then followed by the
+// fence's own echo, which the quiet period after the match, and the
+// pool's peek after Reset, catch only if it has arrived by then. A marker
+// unique per call closes the gap: see FenceFunc.
+func Fence(send, expect []byte) func(ctx context.Context, c net.Conn) error {
+	if len(expect) == 0 {
+		panic("pool: Fence: empty expect")
+	}
+	send, expect = bytes.Clone(send), bytes.Clone(expect)
+	return FenceFunc(func() ([]byte, []byte) { return send, expect })
+}
+
+// FenceFunc is Fence with a marker chosen per call: next returns what to
+// send and the echo to expect, for example a random token for Redis:
+//
+//	pool.FenceFunc(func() (send, expect []byte) {
+//		tok := strconv.FormatUint(rand.Uint64(), 36)
+//		return []byte("ECHO " + tok + "\r\n"),
+//			[]byte("$" + strconv.Itoa(len(tok)) + "\r\n" + tok + "\r\n")
+//	})
+//
+// The hook fails if next returns an empty expect.
+func FenceFunc(next func() (send, expect []byte)) func(ctx context.Context, c net.Conn) error {
+	return func(ctx context.Context, c net.Conn) error {
+		send, expect := next()
+		if len(expect) == 0 {
+			return errors.New("pool: fence: empty expect")
+		}
+		return fence(ctx, c, send, expect)
+	}
+}
+
+// errFenceTrailing says bytes followed the echo.
+var errFenceTrailing = errors.New("pool: fence: bytes after the echo")
+
+func fence(ctx context.Context, c net.Conn, send, expect []byte) (err error) {
+	deadline, hasDeadline := ctx.Deadline()
+	if hasDeadline {
+		if err := c.SetDeadline(deadline); err != nil {
+			return fmt.Errorf("pool: fence: %w", err)
+		}
+	}
+	// Cancellation interrupts a blocked Read or Write with a past deadline.
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	defer func() {
+		// If the interrupt fired, it may land after we return: fail, so
+		// that the pool closes the conn rather than keep a poisoned one.
+		if !stop() && err == nil {
+			err = fmt.Errorf("pool: fence: %w", ctx.Err())
+		}
+	}()
+	wrap := func(what string, err error) error {
+		if cerr := ctx.Err(); cerr != nil {
+			err = cerr
+		}
+		return fmt.Errorf("pool: fence: %s: %w", what, err)
+	}
+
+	if _, err := c.Write(send); err != nil {
+		return wrap("write", err)
+	}
+	buf := make([]byte, 4096)
+	tail := make([]byte, 0, 2*len(expect)+len(buf))
+	for total := 0; ; {
+		n, err := c.Read(buf)
+		if n > 0 {
+			total += n
+			tail = append(tail, buf[:n]...)
+			if len(tail) > len(expect) {
+				tail = append(tail[:0], tail[len(tail)-len(expect):]...)
+			}
+			if bytes.HasSuffix(tail, expect) {
+				break
+			}
+			if total >= fenceLimit {
+				return fmt.Errorf("pool: fence: no echo in the first %d bytes", fenceLimit)
+			}
+		}
+		if err != nil {
+			return wrap("waiting for the echo", err)
+		}
+	}
+
+	// Nothing may follow the echo.
+	quiet := time.Now().Add(fenceQuiet)
+	if hasDeadline && deadline.Before(quiet) {
+		quiet = deadline
+	}
+	if err := c.SetReadDeadline(quiet); err != nil {
+		return wrap("after the echo", err)
+	}
+	n, err := c.Read(buf[:1])
+	switch {
+	case n > 0:
+		return errFenceTrailing
+	case err == nil:
+		return wrap("after the echo", io.ErrNoProgress)
+	case ctx.Err() != nil:
+		return wrap("after the echo", ctx.Err())
+	case !isTimeout(err):
+		return wrap("after the echo", err)
+	}
+	return nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

@@ -1,0 +1,173 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// redisLike is a tiny Redis-like server speaking inline commands:
+//
+//	PING      +PONG
+//	ECHO x    $len x (a bulk string)
+//	SLOW      +SLOW, 30 ms later (a reply still owed when a client leaves)
+//	LEFTOVER  +OK, and the next PING gets +PONG then +EXTRA
+//	SILENT    nothing, ever again
+func redisLike(c net.Conn) {
+	leftover := false
+	for {
+		line, err := readLine(c)
+		if err != nil {
+			return
+		}
+		cmd := strings.TrimRight(line, "\r\n")
+		var reply string
+		switch {
+		case cmd == "PING":
+			reply = "+PONG\r\n"
+			if leftover {
+				reply, leftover = "+PONG\r\n+EXTRA\r\n", false
+			}
+		case strings.HasPrefix(cmd, "ECHO "):
+			arg := strings.TrimPrefix(cmd, "ECHO ")
+			reply = "$" + strconv.Itoa(len(arg)) + "\r\n" + arg + "\r\n"
+		case cmd == "SLOW":
+			time.Sleep(30 * time.Millisecond)
+			reply = "+SLOW\r\n"
+		case cmd == "LEFTOVER":
+			reply, leftover = "+OK\r\n", true
+		case cmd == "SILENT":
+			io.Copy(io.Discard, c)
+			return
+		default:
+			reply = "-ERR unknown\r\n"
+		}
+		if _, err := io.WriteString(c, reply); err != nil {
+			return
+		}
+	}
+}
+
+var ping = Fence([]byte("PING\r\n"), []byte("+PONG\r\n"))
+
+// echoFence is the unique-token fence from FenceFunc's doc.
+var echoFence = FenceFunc(func() (send, expect []byte) {
+	tok := strconv.FormatInt(time.Now().UnixNano(), 36)
+	return []byte("ECHO " + tok + "\r\n"), []byte("$" + strconv.Itoa(len(tok)) + "\r\n" + tok + "\r\n")
+})
+
+func TestFence(t *testing.T) {
+	t.Parallel()
+	up := startUpstream(t, redisLike)
+	tests := []struct {
+		name    string
+		before  string // sent (and not read) before the fence
+		read    string // then read
+		fence   func(context.Context, net.Conn) error
+		wantErr bool
+	}{
+		{"clean", "", "", ping, false},
+		{"drains an owed reply", "SLOW\r\n", "", ping, false},
+		{"leftover after the echo", "LEFTOVER\r\n", "+OK\r\n", ping, true},
+		{"no echo", "SILENT\r\n", "", ping, true},
+		{"unique token", "", "", echoFence, false},
+		// The identical reply owed to the previous client would match a
+		// fixed marker early; a unique token waits for its own echo.
+		{"unique token past an identical owed reply", "PING\r\n", "", echoFence, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := net.Dial("tcp", up.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			io.WriteString(c, tt.before)
+			if tt.read != "" {
+				buf := make([]byte, len(tt.read))
+				if _, err := io.ReadFull(c, buf); err != nil || string(buf) != tt.read {
+					t.Fatalf("got %q, %v; want %q", buf, err, tt.read)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			err = tt.fence(ctx, c)
+			if gotErr := err != nil; gotErr != tt.wantErr {
+				t.Fatalf("fence: got %v; want error: %v", err, tt.wantErr)
+			}
+			if err != nil {
+				if !strings.HasPrefix(err.Error(), "pool: fence") {
+					t.Errorf("error %q lacks the pool: fence prefix", err)
+				}
+				return
+			}
+			// After a successful fence the conn is neutral.
+			c.SetDeadline(time.Time{})
+			if got, err := exchange(c, "PING\r"); err != nil || got != "+PONG\r" {
+				t.Errorf("after the fence: got %q, %v; want +PONG", got, err)
+			}
+		})
+	}
+}
+
+func TestFenceCanceled(t *testing.T) {
+	t.Parallel()
+	up := startUpstream(t, redisLike)
+	c, err := net.Dial("tcp", up.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "SILENT\r\n")
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(20*time.Millisecond, cancel)
+	if err := ping(ctx, c); !errors.Is(err, context.Canceled) {
+		t.Errorf("got %v; want context.Canceled", err)
+	}
+}
+
+func TestFenceEmptyExpect(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Error("Fence with an empty expect did not panic")
+		}
+	}()
+	Fence([]byte("x"), nil)
+}
+
+// With ReuseIfVerified, a reply still owed when its client left is
+// drained by the fence and never reaches the next client.
+func TestFenceAsReset(t *testing.T) {
+	t.Parallel()
+	up := startUpstream(t, redisLike)
+	p := newPool(t, Config{Addr: up.Addr(), Reuse: ReuseIfVerified, Reset: ping, ResetTimeout: 200 * time.Millisecond})
+
+	l := mustGet(t, p)
+	io.WriteString(l.Conn(), "SLOW\r\n")
+	// A verdict that (wrongly) says clean: the quiet peek cannot see a
+	// reply 30 ms away; the fence must drain it.
+	if out := l.Release(clean); out != KeptUsed {
+		t.Fatalf("Release: got %v; want kept-used", out)
+	}
+	l = mustGet(t, p)
+	if l.Source() != SourceReused {
+		t.Fatalf("got source %v; want reused", l.Source())
+	}
+	if got := roundTrip(t, l.Conn(), "PING\r"); got != "+PONG\r" {
+		t.Fatalf("next client got %q; want +PONG (another client's reply leaked)", got)
+	}
+
+	// Leftover bytes after the echo fail the Reset.
+	if got := roundTrip(t, l.Conn(), "LEFTOVER\r"); got != "+OK\r" {
+		t.Fatalf("got %q", got)
+	}
+	if out := l.Release(clean); out != ClosedResetFailed {
+		t.Errorf("Release: got %v; want closed-reset-failed", out)
+	}
+}

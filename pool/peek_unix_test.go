@@ -1,0 +1,183 @@
+//go:build linux || darwin || freebsd || netbsd || openbsd || dragonfly
+
+package pool
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"math/big"
+	"net"
+	"testing"
+	"time"
+)
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err = ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close(); server.Close() })
+	return client, server
+}
+
+func TestPeek(t *testing.T) {
+	c, s := tcpPair(t)
+	pc := newPconn(nil, c, time.Now())
+	settle := func() { time.Sleep(20 * time.Millisecond) }
+
+	if got := pc.peek(); got != peekEmpty {
+		t.Errorf("quiet conn: got %v; want empty", got)
+	}
+	io.WriteString(s, "x")
+	settle()
+	for range 2 { // a peek consumes nothing
+		if got := pc.peek(); got != peekData {
+			t.Errorf("pending byte: got %v; want data", got)
+		}
+	}
+	c.Read(make([]byte, 1))
+	if got := pc.peek(); got != peekEmpty {
+		t.Errorf("after the read: got %v; want empty", got)
+	}
+	s.Close()
+	settle()
+	if got := pc.peek(); got != peekDead {
+		t.Errorf("after the peer's FIN: got %v; want dead", got)
+	}
+	c.Close()
+	if got := pc.peek(); got != peekDead {
+		t.Errorf("closed conn: got %v; want dead", got)
+	}
+
+	notSocket, other := net.Pipe()
+	defer other.Close()
+	defer notSocket.Close()
+	if got := newPconn(nil, notSocket, time.Now()).peek(); got != peekUnknown {
+		t.Errorf("net.Pipe: got %v; want unknown", got)
+	}
+}
+
+func TestPeekReset(t *testing.T) {
+	c, s := tcpPair(t)
+	pc := newPconn(nil, c, time.Now())
+	s.(*net.TCPConn).SetLinger(0) // close with RST
+	s.Close()
+	time.Sleep(20 * time.Millisecond)
+	if got := pc.peek(); got != peekDead {
+		t.Errorf("after the peer's RST: got %v; want dead", got)
+	}
+}
+
+func BenchmarkPeek(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	s, err := ln.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	pc := newPconn(nil, c, time.Now())
+	b.ReportAllocs()
+	for b.Loop() {
+		if pc.peek() != peekEmpty {
+			b.Fatal("not empty")
+		}
+	}
+}
+
+// Over TLS the pool peeks the socket beneath the tls.Conn, and looks
+// into the tls.Conn's own buffer, so used conns can be kept and stale
+// ones are still caught wherever their bytes wait.
+func TestTLSStaleBytes(t *testing.T) {
+	t.Parallel()
+	cert := selfSigned(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := &upstream{ln: ln, handle: serveLines(func(c net.Conn, line string) string {
+		switch line {
+		case "one-record\n": // both replies in one TLS record
+			return "one\ntwo\n"
+		case "two-records\n": // the second one later, in a record of its own
+			io.WriteString(c, "one\n")
+			time.Sleep(20 * time.Millisecond)
+			return "two\n"
+		}
+		return line
+	}), conns: make(map[net.Conn]struct{})}
+	up.wg.Add(1)
+	go up.serve()
+	t.Cleanup(up.Close)
+
+	dialer := &tls.Dialer{Config: &tls.Config{InsecureSkipVerify: true}}
+	dial := func(ctx context.Context) (net.Conn, error) { return dialer.DialContext(ctx, "tcp", up.Addr()) }
+	p := newPool(t, Config{Dial: dial, Reuse: ReuseIfClean})
+
+	for _, cmd := range []string{"one-record", "two-records"} {
+		l := mustGet(t, p)
+		if _, ok := l.Conn().(*tls.Conn); !ok {
+			t.Fatalf("got a %T; want the *tls.Conn itself", l.Conn())
+		}
+		roundTrip(t, l.Conn(), "x")
+		if out := l.Release(clean); out != KeptUsed {
+			t.Fatalf("Release: got %v; want kept-used", out)
+		}
+		l = mustGet(t, p)
+		if l.Source() != SourceReused {
+			t.Fatalf("got source %v; want reused", l.Source())
+		}
+		if got := roundTrip(t, l.Conn(), cmd); got != "one" {
+			t.Fatalf("%s: got %q; want %q", cmd, got, "one")
+		}
+		time.Sleep(50 * time.Millisecond)
+		if out := l.Release(clean); out != ClosedStale {
+			t.Errorf("%s: Release with a reply pending: got %v; want closed-stale", cmd, out)
+		}
+	}
+}
+
+func selfSigned(t *testing.T) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "pool test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}

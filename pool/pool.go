@@ -1,0 +1,443 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrClosed is returned by Get after, or while waiting when, the pool is
+// closed.
+var ErrClosed = errors.New("pool: closed")
+
+// Pool hands out upstream connections. It is safe for concurrent use.
+// Close it to close its connections and stop its background goroutine.
+type Pool struct {
+	s settings
+
+	base   context.Context // parent of every dial and Reset; ended by Close
+	cancel context.CancelFunc
+	kick   chan struct{}  // cap 1: spares may be short; wakes the keeper
+	done   chan struct{}  // closed by Close: stops the keeper
+	wg     sync.WaitGroup // the keeper and every dial goroutine; Add under mu while open
+	closed atomic.Bool    // mirrors isClosed, for lock-free reads
+
+	// upHint is set when a caller's dial succeeded, so the keeper can cut
+	// its backoff short.
+	upHint atomic.Bool
+
+	// Hand-out and dial counters, kept outside mu for the hot path.
+	gets              [SourceDial + 1]atomic.Uint64
+	dials, dialErrors atomic.Uint64
+
+	mu       sync.Mutex
+	isClosed bool
+	used     []*pconn  // idle used conns, most recently released last (LIFO)
+	fresh    []*pconn  // spares, oldest first (FIFO)
+	waiters  []*waiter // callers waiting for MaxOpen, oldest first
+	open     int       // idle + in use + dialing + being closed: what MaxOpen caps
+	inUse    int       // handed out, granted, or being checked
+	dialing  int       // dials in flight, and slots granted to a waiter to dial
+	counters           // under mu
+}
+
+// waiter is a caller waiting for a connection: in Pool.waiters for a
+// MaxOpen slot, or alone for its own dial.
+type waiter struct {
+	ch      chan grant // cap 1: exactly one grant is ever sent
+	granted bool       // under Pool.mu: the grant was sent
+	gone    bool       // under Pool.mu: the caller gave up (own dial only)
+}
+
+// grant is what a waiter receives: a connection (counted in use), a slot
+// to dial (counted in dialing), or an error.
+type grant struct {
+	c    *pconn
+	slot bool
+	err  error
+}
+
+// New validates cfg, naming the first bad field, and starts the pool's
+// background goroutine, which keeps Config.Spares fresh connections dialed
+// and sweeps idle ones past their age. New does not dial itself: a
+// wrong address shows in the first Get and in the log.
+func New(cfg Config) (*Pool, error) {
+	s, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	p := &Pool{
+		s:    s,
+		kick: make(chan struct{}, 1),
+		done: make(chan struct{}),
+	}
+	p.base, p.cancel = context.WithCancel(context.Background())
+	p.wg.Add(1)
+	go p.keepSpares()
+	return p, nil
+}
+
+// Policy returns the pool's reuse policy (Config.Reuse).
+func (p *Pool) Policy() Policy { return p.s.reuse }
+
+// Get returns a connection: the most recently used idle one that passes
+// its checks, else a fresh spare, else a new dial. A connection that
+// fails its checks (dead, stale, too old) is closed and the next one
+// tried; the caller does not see it.
+//
+// With MaxOpen reached, callers wait in FIFO order. ctx bounds the wait,
+// not the dial: a dial runs under DialTimeout, and a conn that arrives
+// after its caller gave up is kept as a spare (or given to the next
+// waiter). When ctx ends first, Get returns ctx.Err(). Get returns
+// ErrClosed once the pool is closed, and a dial error wrapped with the
+// prefix "pool: dial:" when the dial fails.
+func (p *Pool) Get(ctx context.Context) (Lease, error) {
+	if err := ctx.Err(); err != nil {
+		return Lease{}, err
+	}
+	p.mu.Lock()
+	for {
+		if p.isClosed {
+			p.mu.Unlock()
+			return Lease{}, ErrClosed
+		}
+		if c := p.takeIdleLocked(); c != nil {
+			p.mu.Unlock()
+			if out := p.checkOut(c); out != OutcomeNone {
+				p.retire(c, out, true)
+				p.mu.Lock()
+				continue
+			}
+			return p.handOut(c, c.source()), nil
+		}
+		if p.s.maxOpen == 0 || p.open < p.s.maxOpen {
+			p.open++
+			p.dialing++
+			return p.dialFor(ctx) // unlocks
+		}
+		return p.waitFor(ctx) // unlocks
+	}
+}
+
+// takeIdleLocked takes the most recently used idle conn, else the oldest
+// spare, and counts it in use. It returns nil when both lists are empty.
+func (p *Pool) takeIdleLocked() *pconn {
+	if n := len(p.used); n > 0 {
+		c := p.used[n-1]
+		p.used[n-1] = nil
+		p.used = p.used[:n-1]
+		p.inUse++
+		return c
+	}
+	if n := len(p.fresh); n > 0 {
+		c := p.fresh[0]
+		copy(p.fresh, p.fresh[1:])
+		p.fresh[n-1] = nil
+		p.fresh = p.fresh[:n-1]
+		p.inUse++
+		p.kickLocked()
+		return c
+	}
+	return nil
+}
+
+// handOut starts a new generation of c and returns its lease.
+func (p *Pool) handOut(c *pconn, src Source) Lease {
+	p.gets[src].Add(1)
+	return Lease{c: c, gen: c.gen.Add(1), src: src}
+}
+
+// waitFor queues the caller for MaxOpen and waits for a grant or ctx. It
+// is called with p.mu held and unlocks it.
+func (p *Pool) waitFor(ctx context.Context) (Lease, error) {
+	w := &waiter{ch: make(chan grant, 1)}
+	p.waiters = append(p.waiters, w)
+	p.waitCount++
+	start := time.Now()
+	p.mu.Unlock()
+
+	select {
+	case g := <-w.ch:
+		p.noteWait(start)
+		switch {
+		case g.err != nil:
+			return Lease{}, g.err
+		case g.slot:
+			p.mu.Lock()
+			if p.isClosed {
+				p.dialing--
+				p.freeSlotLocked()
+				p.mu.Unlock()
+				return Lease{}, ErrClosed
+			}
+			return p.dialFor(ctx) // unlocks
+		}
+		return p.handOut(g.c, g.c.source()), nil
+	case <-ctx.Done():
+	}
+	p.mu.Lock()
+	if !w.granted {
+		p.removeWaiterLocked(w)
+		p.mu.Unlock()
+		p.noteWait(start)
+		return Lease{}, ctx.Err()
+	}
+	p.mu.Unlock()
+	// A grant raced with ctx: pass it on.
+	p.giveBack(<-w.ch)
+	p.noteWait(start)
+	return Lease{}, ctx.Err()
+}
+
+func (p *Pool) noteWait(start time.Time) {
+	d := time.Since(start)
+	p.mu.Lock()
+	p.waitTime += d
+	p.mu.Unlock()
+}
+
+func (p *Pool) removeWaiterLocked(w *waiter) {
+	for i, x := range p.waiters {
+		if x == w {
+			copy(p.waiters[i:], p.waiters[i+1:])
+			p.waiters[len(p.waiters)-1] = nil
+			p.waiters = p.waiters[:len(p.waiters)-1]
+			return
+		}
+	}
+}
+
+// popWaiterLocked removes and returns the oldest waiter, or nil.
+func (p *Pool) popWaiterLocked() *waiter {
+	if len(p.waiters) == 0 {
+		return nil
+	}
+	w := p.waiters[0]
+	copy(p.waiters, p.waiters[1:])
+	p.waiters[len(p.waiters)-1] = nil
+	p.waiters = p.waiters[:len(p.waiters)-1]
+	return w
+}
+
+func (w *waiter) grantLocked(g grant) {
+	w.granted = true
+	w.ch <- g // never blocks: cap 1, one grant per waiter
+}
+
+// giveBack returns a grant its caller no longer wants.
+func (p *Pool) giveBack(g grant) {
+	switch {
+	case g.c != nil:
+		p.mu.Lock()
+		p.inUse--
+		out := p.placeLocked(g.c)
+		p.mu.Unlock()
+		if !out.Kept() {
+			p.retire(g.c, out, false)
+		}
+	case g.slot:
+		p.mu.Lock()
+		p.dialing--
+		p.freeSlotLocked()
+		p.mu.Unlock()
+	}
+}
+
+// dialFor dials for the caller on a goroutine of its own, under
+// DialTimeout, and waits for it or ctx. It is called with p.mu held, a
+// slot reserved (open and dialing counted), and unlocks p.mu.
+func (p *Pool) dialFor(ctx context.Context) (Lease, error) {
+	w := &waiter{ch: make(chan grant, 1)}
+	p.wg.Add(1) // under mu while open: Close cannot be waiting yet
+	p.mu.Unlock()
+	go p.dialInto(w)
+
+	var err error
+	select {
+	case g := <-w.ch:
+		if g.err != nil {
+			return Lease{}, g.err
+		}
+		return p.handOut(g.c, SourceDial), nil
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-p.done: // Close: do not wait for a dial that ignores its ctx
+		err = ErrClosed
+	}
+	p.mu.Lock()
+	if !w.granted {
+		w.gone = true // dialInto keeps the conn, or closes it
+		p.mu.Unlock()
+		return Lease{}, err
+	}
+	p.mu.Unlock()
+	p.giveBack(<-w.ch)
+	return Lease{}, err
+}
+
+// dialInto dials one connection into the slot its caller reserved and
+// grants it to w, or, when w's caller is gone, keeps it as a spare or
+// hands it to the next waiter.
+func (p *Pool) dialInto(w *waiter) {
+	defer p.wg.Done()
+	c, err := p.dial()
+	p.mu.Lock()
+	p.dialing--
+	if err != nil {
+		p.freeSlotLocked()
+		if !w.gone {
+			if p.isClosed {
+				err = ErrClosed
+			}
+			w.grantLocked(grant{err: err})
+		}
+		p.mu.Unlock()
+		return
+	}
+	p.upHint.Store(true)
+	p.kickLocked()
+	if p.isClosed {
+		if !w.gone {
+			w.grantLocked(grant{err: ErrClosed})
+		}
+		p.mu.Unlock()
+		p.retire(c, ClosedPoolClosed, false)
+		return
+	}
+	if !w.gone {
+		p.inUse++
+		w.grantLocked(grant{c: c})
+		p.mu.Unlock()
+		return
+	}
+	out := p.placeLocked(c)
+	p.mu.Unlock()
+	if !out.Kept() {
+		p.retire(c, out, false)
+	}
+}
+
+// dial opens one connection under DialTimeout and the pool's lifetime.
+func (p *Pool) dial() (*pconn, error) {
+	ctx, cancel := context.WithTimeout(p.base, p.s.dialTimeout)
+	conn, err := p.s.dial(ctx)
+	cancel()
+	p.dials.Add(1)
+	if err == nil && conn == nil {
+		err = errors.New("Config.Dial returned neither a conn nor an error")
+	}
+	if err != nil {
+		p.dialErrors.Add(1)
+		return nil, fmt.Errorf("pool: dial: %w", err)
+	}
+	// A dialer may leave deadlines behind; a pooled conn has none.
+	if err := conn.SetDeadline(time.Time{}); err != nil {
+		conn.Close()
+		p.dialErrors.Add(1)
+		return nil, fmt.Errorf("pool: dial: clearing deadlines: %w", err)
+	}
+	return newPconn(p, conn, time.Now()), nil
+}
+
+// placeLocked puts a conn that is not counted in use back into the pool:
+// to the oldest waiter, else on its idle list. It returns KeptUsed or
+// KeptFresh, or the reason to close it (ClosedFull, ClosedPoolClosed),
+// which the caller does with retire after unlocking.
+func (p *Pool) placeLocked(c *pconn) Outcome {
+	kept := KeptFresh
+	if c.used {
+		kept = KeptUsed
+	}
+	if p.isClosed {
+		return ClosedPoolClosed
+	}
+	if w := p.popWaiterLocked(); w != nil {
+		p.inUse++
+		w.grantLocked(grant{c: c})
+		return kept
+	}
+	if c.used {
+		if len(p.used) >= p.s.maxIdle {
+			return ClosedFull
+		}
+		p.used = append(p.used, c)
+		return kept
+	}
+	if len(p.fresh) >= p.s.freshCap() {
+		return ClosedFull
+	}
+	p.fresh = append(p.fresh, c)
+	return kept
+}
+
+// retire closes c and counts why, then frees its slot. inUse says
+// whether c is still counted in use. The conn is closed before its slot
+// is freed, so the number of open sockets never exceeds MaxOpen.
+func (p *Pool) retire(c *pconn, why Outcome, inUse bool) {
+	c.conn.Close()
+	p.mu.Lock()
+	if inUse {
+		p.inUse--
+	}
+	p.closes[why]++
+	p.freeSlotLocked()
+	p.mu.Unlock()
+}
+
+// freeSlotLocked gives up one MaxOpen slot: to the oldest waiter, which
+// then dials in it, or back to the pool.
+func (p *Pool) freeSlotLocked() {
+	if !p.isClosed {
+		if w := p.popWaiterLocked(); w != nil {
+			p.dialing++
+			w.grantLocked(grant{slot: true})
+			return
+		}
+	}
+	p.open--
+	p.kickLocked()
+}
+
+// kickLocked wakes the keeper when spares are short. It never blocks.
+func (p *Pool) kickLocked() {
+	if len(p.fresh) < p.s.spares {
+		select {
+		case p.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Close closes idle connections now and in-use ones at their release
+// (ClosedPoolClosed), fails waiters with ErrClosed, cancels dials and
+// Resets in flight, and returns after the background goroutine and every
+// dial goroutine have ended. Get returns ErrClosed afterwards. Safe to
+// call twice; it always returns nil.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	if p.isClosed {
+		p.mu.Unlock()
+		p.wg.Wait()
+		return nil
+	}
+	p.isClosed = true
+	p.closed.Store(true)
+	idle := append(p.used, p.fresh...)
+	p.used, p.fresh = nil, nil
+	for _, w := range p.waiters {
+		w.grantLocked(grant{err: ErrClosed})
+	}
+	p.waiters = nil
+	p.mu.Unlock()
+
+	p.cancel()
+	close(p.done)
+	for _, c := range idle {
+		p.retire(c, ClosedPoolClosed, false)
+	}
+	p.wg.Wait()
+	return nil
+}
