@@ -1,0 +1,71 @@
+// Package splice copies the bytes of one proxied session both ways between
+// a client conn and an upstream conn, stops cleanly when asked, and reports
+// how the session ended, so that the caller can tell whether the upstream
+// may serve another client. It knows nothing of pools or listeners.
+//
+// # Usage
+//
+//	res := splice.Join(ctx, client, upstream, splice.Options{
+//		IdleTimeout: 5 * time.Minute,
+//		Reuse:       true,
+//	})
+//	client.Close()
+//	if res.Err != nil {
+//		log.Printf("session: %v", res.Err)
+//	}
+//	if res.UpstreamClean() {
+//		// The upstream may go back to the pool (which checks it again).
+//	} else {
+//		upstream.Close()
+//	}
+//
+// Join never closes either conn and leaves no deadline set on them.
+//
+// # How bytes move
+//
+// When both conns are kernel stream sockets on Linux, each direction moves
+// bytes with splice(2) through a pipe, so they never enter user space. A
+// direction takes a pipe from a small shared pool only once its source is
+// readable, and gives it back, empty, when the source has nothing more to
+// read: an idle session holds no pipe and no file descriptor beyond its two
+// sockets. The pool keeps at most 64 idle pipes (128 fds) and closes the
+// rest; pipes it keeps are closed when the garbage collector drops them
+// from the pool. Everything else (TLS, net.Pipe, other platforms) is copied
+// through 32 KiB buffers from a shared pool.
+//
+// # Ending, half-close and reuse
+//
+// A session ends when the caller's context ends (EndCanceled), when no byte
+// moved either way for Options.IdleTimeout (EndIdle), when a read or write
+// fails (EndError), or when both directions have ended. To stop a blocked
+// direction, Join sets a deadline in the past on both conns; a read
+// stopped that way is harmless, but a write cut part-way leaves the
+// destination mid-message and is reported (DirResult.WriteCut,
+// DirResult.Stranded).
+//
+// A session stopped by ctx or the idle limit may have been stopped between
+// two parts of a reply, so it never leaves the upstream clean.
+//
+// A FIN (io.EOF on a read) is handled like this:
+//
+//   - Without Options.Reuse, a FIN from either side is passed on to the
+//     other side with CloseWrite, and the other direction keeps flowing
+//     until its own FIN: a client that half-closes after its request still
+//     gets the whole reply.
+//   - With Options.Reuse, the client's FIN is held back, since a
+//     half-closed upstream cannot serve another client. If the last byte
+//     before the FIN went toward the upstream (a reply is owed) and no reply
+//     byte arrives within Options.DrainTimeout, reuse is given up: the FIN
+//     is passed on (Result.UpstreamHalfClosed) and the session goes on as
+//     without Reuse, for protocols that use the FIN as "end of request".
+//     Otherwise the reply is relayed until the upstream has been quiet for
+//     DrainTimeout, and the session ends with EndDrained, the upstream
+//     untouched.
+//   - An upstream FIN always makes the upstream unusable
+//     (Result.UpstreamEOF); it is passed on to the client as above.
+//   - A conn without a CloseWrite method cannot pass a FIN on; the session
+//     then ends (the other direction is interrupted) instead of hanging.
+//   - The idle limit applies after a FIN too.
+//
+// Result.UpstreamClean sums this up for the caller.
+package splice

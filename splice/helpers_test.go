@@ -1,0 +1,404 @@
+package splice
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/binary"
+	"errors"
+	"hash/crc32"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"golang.org/x/net/nettest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// A transport makes connected pairs of one kind of conn: end is the
+// test's side, join is the side given to Join.
+type transport struct {
+	name      string
+	spliced   bool // Join splices between two such conns on Linux
+	halfClose bool // the conns have CloseWrite
+	pair      func(t testing.TB) (end, join net.Conn)
+}
+
+func (tr transport) wantSpliced() bool { return tr.spliced && runtime.GOOS == "linux" }
+
+var (
+	tcpT  = transport{"tcp", true, true, tcpPair}
+	unixT = transport{"unix", true, true, unixPair}
+	tlsT  = transport{"tls", false, true, tlsPair}
+	pipeT = transport{"pipe", false, false, pipePair}
+	// hiddenT is TCP behind a wrapper that hides syscall.Conn but keeps
+	// CloseWrite: the fallback copy over real sockets.
+	hiddenT = transport{"tcp-hidden", false, true, func(t testing.TB) (net.Conn, net.Conn) {
+		end, join := tcpPair(t)
+		return end, hideConn{join}
+	}}
+)
+
+// socketTransports are the transports with kernel FINs.
+func socketTransports(t testing.TB) []transport {
+	trs := []transport{tcpT}
+	if nettest.TestableNetwork("unix") {
+		trs = append(trs, unixT)
+	}
+	return append(trs, tlsT, hiddenT)
+}
+
+func allTransports(t testing.TB) []transport {
+	return append(socketTransports(t), pipeT)
+}
+
+// hideConn hides every method of a conn but net.Conn's and CloseWrite.
+type hideConn struct{ net.Conn }
+
+func (h hideConn) CloseWrite() error { return h.Conn.(closeWriter).CloseWrite() }
+
+func tcpPair(t testing.TB) (net.Conn, net.Conn)  { return listenPair(t, "tcp") }
+func unixPair(t testing.TB) (net.Conn, net.Conn) { return listenPair(t, "unix") }
+
+func listenPair(t testing.TB, network string) (end, join net.Conn) {
+	t.Helper()
+	ln, err := nettest.NewLocalListener(network)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type accepted struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan accepted, 1)
+	go func() {
+		c, err := ln.Accept()
+		ch <- accepted{c, err}
+	}()
+	end, err = net.Dial(ln.Addr().Network(), ln.Addr().String())
+	a := <-ch
+	if err != nil || a.err != nil {
+		if a.c != nil {
+			a.c.Close()
+		}
+		t.Fatal(errors.Join(err, a.err))
+	}
+	t.Cleanup(func() {
+		end.Close()
+		a.c.Close()
+	})
+	return end, a.c
+}
+
+func pipePair(t testing.TB) (net.Conn, net.Conn) {
+	a, b := net.Pipe()
+	t.Cleanup(func() {
+		a.Close()
+		b.Close()
+	})
+	return a, b
+}
+
+// testCert is a self-signed ECDSA certificate for "relay.test".
+var testCert = sync.OnceValues(func() (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "relay.test"},
+		DNSNames:              []string{"relay.test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
+})
+
+// tlsPair returns a TLS client (end) and server (join) over TCP, with the
+// handshake done.
+func tlsPair(t testing.TB) (net.Conn, net.Conn) {
+	t.Helper()
+	cert, err := testCert()
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(cert.Leaf)
+	a, b := tcpPair(t)
+	cli := tls.Client(a, &tls.Config{RootCAs: roots, ServerName: "relay.test"})
+	srv := tls.Server(b, &tls.Config{Certificates: []tls.Certificate{cert}})
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Handshake() }()
+	err = cli.Handshake()
+	if err := errors.Join(err, <-errc); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cli.Close()
+		srv.Close()
+	})
+	return cli, srv
+}
+
+// testSession is a Join running between two pairs of conns.
+type testSession struct {
+	clientEnd, joinClient     net.Conn
+	upstreamEnd, joinUpstream net.Conn
+	cancel                    context.CancelFunc
+	done                      chan Result
+	waited                    bool
+	res                       Result
+}
+
+func startSession(t *testing.T, ct, ut transport, opt Options) *testSession {
+	t.Helper()
+	s := &testSession{done: make(chan Result, 1)}
+	s.clientEnd, s.joinClient = ct.pair(t)
+	s.upstreamEnd, s.joinUpstream = ut.pair(t)
+	s.bound(2 * time.Minute)
+	return s.start(t, context.Background(), opt)
+}
+
+// bound sets deadlines on the test's ends, so that a broken Join fails
+// the test instead of hanging it.
+func (s *testSession) bound(d time.Duration) {
+	s.clientEnd.SetDeadline(time.Now().Add(d))
+	s.upstreamEnd.SetDeadline(time.Now().Add(d))
+}
+
+func (s *testSession) start(t *testing.T, ctx context.Context, opt Options) *testSession {
+	ctx, s.cancel = context.WithCancel(ctx)
+	go func() { s.done <- Join(ctx, s.joinClient, s.joinUpstream, opt) }()
+	t.Cleanup(func() {
+		s.cancel()
+		if s.waited {
+			return
+		}
+		select {
+		case <-s.done:
+		case <-time.After(10 * time.Second):
+			// Join ignores its ctx: free it by closing the conns, so that
+			// the test fails instead of hanging.
+			for _, c := range []net.Conn{s.clientEnd, s.joinClient, s.upstreamEnd, s.joinUpstream} {
+				c.Close()
+			}
+			<-s.done
+		}
+	})
+	return s
+}
+
+// wait returns Join's result, failing the test if Join does not return.
+func (s *testSession) wait(t *testing.T) Result {
+	t.Helper()
+	if s.waited {
+		return s.res
+	}
+	select {
+	case r := <-s.done:
+		s.waited, s.res = true, r
+		checkResult(t, r)
+		return r
+	case <-time.After(time.Minute):
+		t.Fatal("Join did not return")
+		return Result{}
+	}
+}
+
+// checkResult checks what must hold for every result.
+func checkResult(t *testing.T, r Result) {
+	t.Helper()
+	for _, d := range []struct {
+		name string
+		r    DirResult
+	}{{"up", r.Up}, {"down", r.Down}} {
+		if d.r.Read != d.r.Written+d.r.Stranded {
+			t.Errorf("%s: read %d, written %d, stranded %d; want read = written + stranded", d.name, d.r.Read, d.r.Written, d.r.Stranded)
+		}
+		if d.r.WriteCut != (d.r.Stranded > 0) {
+			t.Errorf("%s: WriteCut %v with %d stranded; want WriteCut iff stranded", d.name, d.r.WriteCut, d.r.Stranded)
+		}
+		if d.r.End == EndNone {
+			t.Errorf("%s: End %v; want an end", d.name, d.r.End)
+		}
+		if (d.r.End == EndError) != (d.r.Err != nil) {
+			t.Errorf("%s: End %v with Err %v; want Err iff EndError", d.name, d.r.End, d.r.Err)
+		}
+		if d.r.Err != nil && r.Err == nil {
+			t.Errorf("%s: Err %v but Result.Err nil", d.name, d.r.Err)
+		}
+	}
+	if r.Stop.Before(r.Start) {
+		t.Errorf("Stop %v before Start %v", r.Stop, r.Start)
+	}
+	if r.LastDir != NoDir && (r.LastAt.Before(r.Start) || r.LastAt.After(r.Stop)) {
+		t.Errorf("LastAt %v outside [%v, %v]", r.LastAt, r.Start, r.Stop)
+	}
+	if (r.LastDir == NoDir) != (r.Up.Written == 0 && r.Down.Written == 0) {
+		t.Errorf("LastDir %v with %d and %d bytes written", r.LastDir, r.Up.Written, r.Down.Written)
+	}
+}
+
+// The test stream: 64 KiB blocks of pseudo-random bytes, each stamped
+// with its index and the seed, so that a lost, repeated or reordered
+// block changes the checksum.
+const blockSize = 64 << 10
+
+type streamGen struct {
+	seed uint64
+	base []byte
+	off  int64
+}
+
+func newStreamGen(seed uint64) *streamGen {
+	g := &streamGen{seed: seed, base: make([]byte, blockSize)}
+	x := seed*0x9e3779b97f4a7c15 | 1
+	for i := 0; i < blockSize; i += 8 {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		binary.LittleEndian.PutUint64(g.base[i:], x)
+	}
+	return g
+}
+
+func (g *streamGen) Read(p []byte) (int, error) {
+	for i := 0; i < len(p); {
+		in := int(g.off % blockSize)
+		n := copy(p[i:], g.base[in:])
+		if in < 8 {
+			var stamp [8]byte
+			binary.LittleEndian.PutUint64(stamp[:], uint64(g.off/blockSize)^g.seed<<48)
+			copy(p[i:i+min(n, 8-in)], stamp[in:])
+		}
+		i += n
+		g.off += int64(n)
+	}
+	return len(p), nil
+}
+
+// sendStream writes size bytes of the stream seed to w in chunks of
+// varied sizes and returns their checksum.
+func sendStream(w io.Writer, seed uint64, size int64) (uint32, error) {
+	g := newStreamGen(seed)
+	h := crc32.NewIEEE()
+	buf := make([]byte, 1<<20)
+	chunks := []int{1, 7, 4096, 65537, 1 << 20}
+	for i, left := 0, size; left > 0; i++ {
+		k := int(min(int64(chunks[i%len(chunks)]), left))
+		g.Read(buf[:k])
+		h.Write(buf[:k])
+		if _, err := w.Write(buf[:k]); err != nil {
+			return 0, err
+		}
+		left -= int64(k)
+	}
+	return h.Sum32(), nil
+}
+
+// recvStream reads r to EOF, or limit bytes if limit >= 0, and returns
+// the count and checksum.
+func recvStream(r io.Reader, limit int64) (int64, uint32, error) {
+	if limit >= 0 {
+		r = io.LimitReader(r, limit)
+	}
+	h := crc32.NewIEEE()
+	n, err := io.CopyBuffer(h, r, make([]byte, 256<<10))
+	return n, h.Sum32(), err
+}
+
+// flood writes to c until a write fails; progress is the time of the
+// last completed write.
+type flood struct {
+	progress atomic.Int64
+	done     chan error
+}
+
+func startFlood(c net.Conn) *flood {
+	f := &flood{done: make(chan error, 1)}
+	f.progress.Store(time.Now().UnixNano())
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				f.done <- err
+				return
+			}
+			f.progress.Store(time.Now().UnixNano())
+		}
+	}()
+	return f
+}
+
+// waitStalled waits until no write completed for a while: every buffer
+// between the flood and a reader that does not read is full, so the
+// direction in between is blocked writing.
+func (f *flood) waitStalled(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		if time.Since(time.Unix(0, f.progress.Load())) > 300*time.Millisecond {
+			return
+		}
+	}
+	t.Fatal("flood never stalled")
+}
+
+// readN reads exactly n bytes from c.
+func readN(t *testing.T, c net.Conn, n int) string {
+	t.Helper()
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return string(buf)
+}
+
+func write(t *testing.T, c net.Conn, s string) {
+	t.Helper()
+	if _, err := c.Write([]byte(s)); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+}
+
+// goWrite writes from a goroutine (net.Pipe blocks until read); the
+// returned channel yields the error.
+func goWrite(c net.Conn, s string) <-chan error {
+	ch := make(chan error, 1)
+	go func() {
+		_, err := c.Write([]byte(s))
+		ch <- err
+	}()
+	return ch
+}
+
+func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }

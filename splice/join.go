@@ -1,0 +1,85 @@
+package splice
+
+import (
+	"context"
+	"net"
+	"time"
+)
+
+// DefaultDrainTimeout is the drain limit used when Options.DrainTimeout is zero.
+const DefaultDrainTimeout = 50 * time.Millisecond
+
+// Options tune one session. The zero value is a plain two-way copy with
+// no idle limit and TCP-style half-close.
+type Options struct {
+	// IdleTimeout ends the session when no byte has moved either way for
+	// this long (EndIdle). Zero or negative means no limit. It applies
+	// after a FIN either way too, so a half-closed session cannot hang.
+	IdleTimeout time.Duration
+
+	// Reuse says the caller hopes to give the upstream to another client
+	// afterwards. The client's FIN is then not passed on at once; see
+	// DrainTimeout. When false, FINs are passed on with CloseWrite both
+	// ways and the reply keeps flowing until the upstream's own FIN.
+	Reuse bool
+
+	// DrainTimeout applies with Reuse after the client's FIN. If the last
+	// byte before the FIN moved toward the upstream (a reply is owed) and
+	// no reply byte arrives within DrainTimeout, reuse is given up: the FIN
+	// is passed on with CloseWrite and the session goes on as a plain
+	// half-close. Otherwise the reply is relayed until the upstream has
+	// been quiet for DrainTimeout, and the session ends (EndDrained) with
+	// the upstream untouched. Zero or negative means DefaultDrainTimeout.
+	DrainTimeout time.Duration
+}
+
+// drainTimeout returns DrainTimeout with its default applied.
+func (o Options) drainTimeout() time.Duration {
+	if o.DrainTimeout <= 0 {
+		return DefaultDrainTimeout
+	}
+	return o.DrainTimeout
+}
+
+// Join copies bytes both ways between client and upstream until the
+// session ends, and reports how it ended. It runs the client -> upstream
+// direction on the calling goroutine and the upstream -> client direction
+// on a goroutine of its own (copyToClient), and returns only after both
+// have returned: no goroutine, timer or file descriptor of the session
+// outlives the call (the pipes it spliced through go back, empty, to a
+// pool that all sessions share; see the package documentation).
+//
+// The session ends when ctx ends (EndCanceled), when nothing moved for
+// IdleTimeout (EndIdle), when either side fails, or when both directions
+// have ended; see the package documentation for FINs and Options.Reuse.
+// Join stops a blocked direction with a deadline in the past; it never
+// closes either conn, and before it returns it clears the read and write
+// deadlines of both conns (any deadline, including one set before the
+// call). Reads are interrupted cleanly; a write that had to be cut is
+// reported (WriteCut, Stranded), which makes the upstream unclean. A
+// deadline Join did not set is not Join's: a timeout from it is a real
+// error.
+//
+// When both conns are kernel stream sockets (*net.TCPConn, *net.UnixConn,
+// or a syscall.Conn of a stream socket, possibly behind a wrapper's
+// NetConn method; never a *tls.Conn) and the platform is Linux, bytes
+// move with splice(2) through a pipe taken from a shared pool only while
+// data flows: an idle session holds no pipe. Join then reads and writes
+// the socket directly: a wrapper that offers NetConn or SyscallConn must
+// not transform or buffer the bytes. Otherwise Join copies through pooled
+// buffers, using the conns' Read and Write methods.
+//
+// FINs are passed on with the conns' own CloseWrite method, if they have
+// one (a wrapper is not unwrapped for this).
+//
+// The caller keeps ownership of both conns, which must be non-nil and
+// distinct, and must not use them until Join returns.
+func Join(ctx context.Context, client, upstream net.Conn, opt Options) Result {
+	s := newSession(client, upstream, opt)
+	s.begin(ctx)
+	s.wg.Add(1)
+	go s.copyToClient()
+	s.copyToUpstream()
+	s.wg.Wait()
+	return s.finish()
+}
