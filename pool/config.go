@@ -105,10 +105,11 @@ type Config struct {
 	// none (a hand-out without an idle conn dials). Must not exceed
 	// MaxOpen when MaxOpen is set.
 	Spares int
-	// MaxIdle caps used connections kept for reuse, and fresh ones kept
-	// beyond Spares (a lease given back untouched, or a dial that landed
-	// after its caller gave up). Zero means DefaultMaxIdle; negative means
-	// none.
+	// MaxIdle caps used connections kept for reuse. It also caps fresh
+	// connections kept idle when it is above Spares: a lease given back
+	// untouched, or a dial that landed after its caller gave up, is kept
+	// while fewer than max(Spares, MaxIdle) fresh ones wait. Zero means
+	// DefaultMaxIdle; negative means none.
 	MaxIdle int
 	// MaxOpen caps all connections: idle (spares and used), in use, and
 	// dials in flight. Zero means no cap. Callers beyond it wait in FIFO

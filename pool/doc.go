@@ -69,9 +69,12 @@
 // alone. Safe only for strict request/response protocols without
 // pipelining, subscriptions, server pushes or per-connection state (for
 // example plain HTTP/1.1 without pipelining, or Redis without SELECT,
-// AUTH, MULTI or SUBSCRIBE). A reply that arrives later than QuietPeriod
-// after the last byte the client saw escapes it; the verdict's rule that
-// the last bytes moved toward the client is what keeps that case out.
+// AUTH, MULTI or SUBSCRIBE). Its limit: the verdict and the peek see
+// only what has arrived. When a reply comes in parts and its client hangs
+// up after the first, a remainder that arrives after the session's drain
+// and the quiet period reaches the next client of that connection. Where
+// replies can be slow or split, use ReuseIfVerified: its fence drains
+// whatever is still owed.
 //
 // ReuseIfVerified also runs Config.Reset, which uses protocol knowledge
 // to return the connection to a neutral state, typically a fence: send a
