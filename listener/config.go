@@ -1,0 +1,158 @@
+package listener
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/relaykit/relay/pool"
+	"github.com/relaykit/relay/splice"
+)
+
+// Defaults applied for zero Config fields.
+const (
+	// DefaultGetTimeout bounds how long a session waits for an upstream.
+	DefaultGetTimeout = 10 * time.Second
+	// DefaultHandshakeTimeout bounds a TLS client's handshake.
+	DefaultHandshakeTimeout = 10 * time.Second
+	// DefaultSpares is the number of warm spares the pool made by NewAddr keeps.
+	DefaultSpares = 4
+)
+
+// Config tunes a ProxyListener. The zero value is valid: no session
+// limits, a 10 s bound on waiting for an upstream, silent logging.
+type Config struct {
+	// MaxSessions caps concurrent sessions. When it is reached, Serve stops
+	// accepting until a session ends, so the kernel's backlog holds the
+	// rest. Zero means no cap.
+	MaxSessions int
+
+	// SessionIdleTimeout ends a session when no byte has moved either way
+	// for this long (splice.Options.IdleTimeout). Zero means no limit.
+	SessionIdleTimeout time.Duration
+
+	// DrainTimeout is the drain limit used when the pool may reuse the
+	// upstream (splice.Options.DrainTimeout). Zero means
+	// splice.DefaultDrainTimeout.
+	DrainTimeout time.Duration
+
+	// GetTimeout bounds the wait for an upstream connection (a dial or a
+	// free slot under the pool's MaxOpen). When it passes, the client is
+	// closed. Zero means DefaultGetTimeout.
+	GetTimeout time.Duration
+
+	// HandshakeTimeout bounds the TLS handshake of a client accepted from a
+	// TLS listener (a conn with a HandshakeContext method, such as
+	// *tls.Conn). The handshake runs before an upstream is taken, so a
+	// client that never finishes it holds no upstream. Zero means
+	// DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+
+	// Logger receives one record per failed session (Warn), per ended
+	// session (Debug) and per accept error (Error). Nil means silent.
+	Logger *slog.Logger
+
+	// OnSessionEnd, when set, is called once per accepted connection after
+	// its upstream was released (or after getting one failed), on the
+	// session's goroutine. It must not block for long: shutdown waits for it.
+	OnSessionEnd func(SessionInfo)
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.MaxSessions < 0:
+		return fmt.Errorf("listener: Config.MaxSessions: must not be negative, got %d", c.MaxSessions)
+	case c.SessionIdleTimeout < 0:
+		return fmt.Errorf("listener: Config.SessionIdleTimeout: must not be negative, got %v", c.SessionIdleTimeout)
+	case c.DrainTimeout < 0:
+		return fmt.Errorf("listener: Config.DrainTimeout: must not be negative, got %v", c.DrainTimeout)
+	case c.GetTimeout < 0:
+		return fmt.Errorf("listener: Config.GetTimeout: must not be negative, got %v", c.GetTimeout)
+	case c.HandshakeTimeout < 0:
+		return fmt.Errorf("listener: Config.HandshakeTimeout: must not be negative, got %v", c.HandshakeTimeout)
+	}
+	return nil
+}
+
+func (c *Config) getTimeout() time.Duration {
+	if c.GetTimeout > 0 {
+		return c.GetTimeout
+	}
+	return DefaultGetTimeout
+}
+
+func (c *Config) handshakeTimeout() time.Duration {
+	if c.HandshakeTimeout > 0 {
+		return c.HandshakeTimeout
+	}
+	return DefaultHandshakeTimeout
+}
+
+func (c *Config) logger() *slog.Logger {
+	if c.Logger != nil {
+		return c.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// SessionInfo describes one ended session. It is passed to
+// Config.OnSessionEnd.
+type SessionInfo struct {
+	// ID numbers sessions from 1 in the order they were accepted.
+	ID uint64
+	// ClientAddr is the client's address; UpstreamAddr the upstream
+	// connection's remote address (nil when none was obtained).
+	ClientAddr, UpstreamAddr net.Addr
+	// Start is when the connection was accepted; Duration how long the
+	// session lasted until its upstream was released.
+	Start    time.Time
+	Duration time.Duration
+	// Result is the copy's report: bytes each way, how it ended, the last
+	// direction. Zero when no upstream was obtained.
+	Result splice.Result
+	// Source says where the upstream came from (a spare, a reused conn or
+	// a new dial); Outcome what the pool did with it at release.
+	Source  pool.Source
+	Outcome pool.Outcome
+	// Err is why the session failed: the error from getting an upstream
+	// (wrapped in *UpstreamError), or the copy's first real error.
+	Err error
+}
+
+// HandshakeError reports that a client accepted from a TLS listener did
+// not complete its handshake; it was closed before any upstream was taken.
+type HandshakeError struct {
+	// Err is the handshake's error (context.DeadlineExceeded after
+	// HandshakeTimeout).
+	Err error
+}
+
+// Error returns "listener: client handshake: " and the cause.
+func (e *HandshakeError) Error() string { return "listener: client handshake: " + e.Err.Error() }
+
+// Unwrap returns the cause, for errors.Is and errors.As.
+func (e *HandshakeError) Unwrap() error { return e.Err }
+
+// UpstreamError reports that no upstream connection could be had for a
+// client, which was then closed.
+type UpstreamError struct {
+	// Err is the pool's error: a dial error, context.DeadlineExceeded
+	// after GetTimeout, or pool.ErrClosed.
+	Err error
+}
+
+// Error returns "listener: get upstream: " and the cause.
+func (e *UpstreamError) Error() string { return "listener: get upstream: " + e.Err.Error() }
+
+// Unwrap returns the cause, for errors.Is and errors.As.
+func (e *UpstreamError) Unwrap() error { return e.Err }
+
+// ErrClosed is returned by Serve after Shutdown or Close. It matches
+// net.ErrClosed with errors.Is.
+var ErrClosed error = closedError{}
+
+type closedError struct{}
+
+func (closedError) Error() string        { return "listener: closed" }
+func (closedError) Is(target error) bool { return target == net.ErrClosed }

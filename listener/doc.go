@@ -1,0 +1,27 @@
+// Package listener turns any net.Listener into a TCP forwarder with
+// pooled upstream connections.
+//
+// A ProxyListener accepts each connection from the listener it wraps
+// (plain TCP, TLS, a unix socket, a systemd-activated socket), takes an
+// upstream connection from a pool.Pool, and copies bytes both ways with
+// splice.Join until one side ends. It then closes the client and gives
+// the upstream back to the pool with the session's verdict; the pool keeps
+// it only when it is safe for the next client.
+//
+//	ln, err := net.Listen("tcp", "127.0.0.1:7070")
+//	if err != nil { ... }
+//	p, err := pool.New(pool.Config{Addr: "127.0.0.1:6379", Spares: 8})
+//	if err != nil { ... }
+//	defer p.Close()
+//	pl, err := listener.New(ln, p, listener.Config{SessionIdleTimeout: 5 * time.Minute})
+//	if err != nil { ... }
+//	go pl.Serve()
+//	...
+//	pl.Shutdown(ctx) // stop accepting, let sessions finish until ctx ends
+//
+// Every accepted connection ends in one place: a client for which no
+// upstream could be had within Config.GetTimeout is closed at once, the
+// reason is logged and counted, and Serve goes on serving the others.
+// Each session runs on its own goroutine (two, while copying); Shutdown
+// and Close wait for all of them, and for the upstreams' release.
+package listener

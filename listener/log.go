@@ -1,0 +1,47 @@
+package listener
+
+import (
+	"context"
+	"log/slog"
+	"time"
+)
+
+// logger wraps the configured *slog.Logger with the records a
+// ProxyListener writes, so that their keys stay the same everywhere.
+type logger struct{ l *slog.Logger }
+
+func (g logger) acceptFailed(err error, retryIn time.Duration) {
+	if retryIn == 0 {
+		g.l.Error("accept failed; serving stops", "err", err)
+		return
+	}
+	g.l.Error("accept failed; retrying", "err", err, "retry_in", retryIn)
+}
+
+func (g logger) clientFailed(info *SessionInfo) {
+	g.l.Warn("client closed",
+		"session", info.ID, "client", info.ClientAddr, "err", info.Err)
+}
+
+func (g logger) sessionEnded(info *SessionInfo) {
+	level := slog.LevelDebug
+	if info.Err != nil {
+		level = slog.LevelWarn
+	}
+	if !g.l.Enabled(context.Background(), level) {
+		return
+	}
+	r := &info.Result
+	g.l.Log(context.Background(), level, "session ended",
+		"session", info.ID,
+		"client", info.ClientAddr,
+		"upstream", info.UpstreamAddr,
+		"to_upstream", r.Up.Written,
+		"to_client", r.Down.Written,
+		"duration", info.Duration,
+		"first", r.First.String(),
+		"end", r.FirstEnd.String(),
+		"source", info.Source.String(),
+		"outcome", info.Outcome.String(),
+		"err", info.Err)
+}

@@ -1,0 +1,195 @@
+package listener
+
+import (
+	"context"
+	"net"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/relaykit/relay/pool"
+	"github.com/relaykit/relay/splice"
+)
+
+// session is one accepted connection on its way through the forwarder.
+type session struct {
+	id     uint64
+	client net.Conn
+	start  time.Time
+	phase  atomic.Uint32 // a Phase
+	// upstream is set once the pool handed a connection out.
+	upstream atomic.Pointer[net.Addr]
+}
+
+// Phase is where a live session is.
+type Phase uint32
+
+const (
+	// PhaseHandshake: completing a TLS client's handshake.
+	PhaseHandshake Phase = iota
+	// PhaseGetUpstream: waiting for an upstream connection from the pool.
+	PhaseGetUpstream
+	// PhaseCopy: copying bytes both ways.
+	PhaseCopy
+	// PhaseRelease: handing the upstream back to the pool.
+	PhaseRelease
+)
+
+// String returns the phase's name as logs show it.
+func (p Phase) String() string {
+	switch p {
+	case PhaseHandshake:
+		return "handshake"
+	case PhaseGetUpstream:
+		return "get-upstream"
+	case PhaseCopy:
+		return "copy"
+	case PhaseRelease:
+		return "release"
+	default:
+		return "unknown"
+	}
+}
+
+// SessionState describes a live session.
+type SessionState struct {
+	ID           uint64
+	ClientAddr   net.Addr
+	UpstreamAddr net.Addr // nil until an upstream was obtained
+	Start        time.Time
+	Phase        Phase
+}
+
+func (s *session) state() SessionState {
+	st := SessionState{ID: s.id, ClientAddr: s.client.RemoteAddr(), Start: s.start, Phase: Phase(s.phase.Load())}
+	if a := s.upstream.Load(); a != nil {
+		st.UpstreamAddr = *a
+	}
+	return st
+}
+
+func sortStates(s []SessionState) {
+	slices.SortFunc(s, func(a, b SessionState) int {
+		switch {
+		case a.ID < b.ID:
+			return -1
+		case a.ID > b.ID:
+			return 1
+		}
+		return 0
+	})
+}
+
+// startSession registers c and starts its goroutine. It reports false
+// when the ProxyListener is already closing (the caller closes c).
+func (l *ProxyListener) startSession(c net.Conn) bool {
+	l.mu.Lock()
+	if l.closing {
+		l.mu.Unlock()
+		return false
+	}
+	l.nextID++
+	s := &session{id: l.nextID, client: c, start: time.Now()}
+	l.sessions[s] = struct{}{}
+	l.sessWG.Add(1)
+	l.mu.Unlock()
+
+	l.stats.sessions.Add(1)
+	l.stats.active.Add(1)
+	go l.serveSession(s)
+	return true
+}
+
+// serveSession runs one session from getting an upstream to releasing
+// it. It is a named function so that it is recognisable in stack dumps.
+func (l *ProxyListener) serveSession(s *session) {
+	defer func() {
+		l.mu.Lock()
+		delete(l.sessions, s)
+		l.mu.Unlock()
+		l.stats.active.Add(-1)
+		l.releaseSlot()
+		l.sessWG.Done()
+	}()
+
+	info := SessionInfo{ID: s.id, ClientAddr: s.client.RemoteAddr(), Start: s.start}
+
+	if err := l.handshake(s.client); err != nil {
+		s.client.Close()
+		info.Err = &HandshakeError{Err: err}
+		info.Duration = time.Since(s.start)
+		l.stats.handshakeFailures.Add(1)
+		l.log.clientFailed(&info)
+		l.endSession(&info)
+		return
+	}
+	s.phase.Store(uint32(PhaseGetUpstream))
+
+	getCtx, cancel := context.WithTimeout(l.hardCtx, l.cfg.getTimeout())
+	lease, err := l.pool.Get(getCtx)
+	cancel()
+	if err != nil {
+		// The client must never hang: close it at once.
+		s.client.Close()
+		info.Err = &UpstreamError{Err: err}
+		info.Duration = time.Since(s.start)
+		l.stats.upstreamFailures.Add(1)
+		l.log.clientFailed(&info)
+		l.endSession(&info)
+		return
+	}
+	up := lease.Conn()
+	info.Source = lease.Source()
+	upAddr := up.RemoteAddr()
+	s.upstream.Store(&upAddr)
+	s.phase.Store(uint32(PhaseCopy))
+
+	res := splice.Join(l.hardCtx, s.client, up, l.opts)
+
+	// The client goes first: it must not wait for the pool's checks.
+	s.client.Close()
+	s.phase.Store(uint32(PhaseRelease))
+	outcome := lease.Release(l.verdictOf(&res))
+
+	info.UpstreamAddr = upAddr
+	info.Result = res
+	info.Outcome = outcome
+	info.Err = res.Err
+	info.Duration = time.Since(s.start)
+	l.stats.record(&res)
+	l.log.sessionEnded(&info)
+	l.endSession(&info)
+}
+
+// handshaker is a client conn that completes a handshake of its own
+// before its first byte, such as *tls.Conn.
+type handshaker interface {
+	HandshakeContext(context.Context) error
+}
+
+// handshake completes a TLS client's handshake under HandshakeTimeout
+// (and Close), so that a client that stalls in it never holds an upstream.
+func (l *ProxyListener) handshake(c net.Conn) error {
+	h, ok := c.(handshaker)
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(l.hardCtx, l.cfg.handshakeTimeout())
+	defer cancel()
+	return h.HandshakeContext(ctx)
+}
+
+func (l *ProxyListener) endSession(info *SessionInfo) {
+	if l.cfg.OnSessionEnd != nil {
+		l.cfg.OnSessionEnd(*info)
+	}
+}
+
+// verdictOf is the reuse rule: the pool may keep the upstream only when
+// the copy says it is clean (see splice.Result.UpstreamClean).
+func (l *ProxyListener) verdictOf(r *splice.Result) pool.Verdict {
+	if l.verdict != nil {
+		return l.verdict(r)
+	}
+	return pool.Verdict{Used: r.Used(), Clean: r.UpstreamClean()}
+}
