@@ -1,0 +1,297 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"github.com/peterbourgon/ff/v3"
+
+	"github.com/relaykit/relay/listener"
+	"github.com/relaykit/relay/pool"
+	"github.com/relaykit/relay/splice"
+)
+
+// usageError reports a bad flag, environment variable or config file
+// value. main exits with status 2 for it.
+type usageError struct {
+	err error
+}
+
+func (e *usageError) Error() string { return e.err.Error() }
+
+func (e *usageError) Unwrap() error { return e.err }
+
+// badFlag returns the usage error for a value that parsed but does not
+// make sense, worded like the flag package's own parse errors.
+func badFlag(name, value string, reason error) error {
+	return &usageError{fmt.Errorf("invalid value %q for flag -%s: %w", value, name, reason)}
+}
+
+// config is the proxy's validated configuration.
+type config struct {
+	listen   string // host:port to accept on
+	upstream string // host:port to forward to; "" runs the demo upstream
+
+	reuse                   pool.Policy
+	spares, maxIdle         int
+	maxOpen, maxSessions    int
+	idleTimeout, lifetime   time.Duration
+	dialTimeout, getTimeout time.Duration
+	sessionIdle, drain      time.Duration
+	shutdownGrace           time.Duration
+	fenceSend, fenceExpect  []byte
+
+	upstreamTLS *tls.Config // nil: plain TCP to the upstream
+	listenTLS   *tls.Config // nil: no TLS termination
+
+	metrics  string // host:port for /metrics and /debug/pprof; "" is off
+	logLevel slog.Level
+}
+
+// parseConfig reads args, then RELAY_* environment variables, then the
+// -config file (each fills in only what the one before left unset), and
+// validates the result. Every error it returns is a *usageError naming
+// the flag, except flag.ErrHelp, after which the usage text is on stdout.
+func parseConfig(args []string, stdout io.Writer) (*config, error) {
+	flags := flag.NewFlagSet("proxy", flag.ContinueOnError)
+	flags.SetOutput(io.Discard) // errors are returned, usage printed below
+	flags.Usage = func() {}
+
+	cfg := &config{
+		listen:        "127.0.0.1:7070",
+		spares:        listener.DefaultSpares,
+		maxIdle:       pool.DefaultMaxIdle,
+		dialTimeout:   pool.DefaultDialTimeout,
+		getTimeout:    listener.DefaultGetTimeout,
+		drain:         splice.DefaultDrainTimeout,
+		shutdownGrace: 10 * time.Second,
+		logLevel:      slog.LevelInfo,
+	}
+	flags.Var(addrValue{s: &cfg.listen}, "listen", "accept clients on `host:port` (port 0 picks one; the bound address is logged)")
+	flags.Var(addrValue{s: &cfg.upstream, empty: true}, "upstream", "forward to `host:port`; empty starts an embedded demo echo upstream on loopback")
+	flags.Var(policyValue{&cfg.reuse}, "reuse", "reuse `policy` for used upstream conns: never, clean or verified (see Reuse below)")
+	flags.Var(countValue{&cfg.spares}, "spares", "fresh upstream conns to keep dialed ahead (`n`)")
+	flags.Var(countValue{&cfg.maxIdle}, "max-idle", "used upstream conns kept for reuse (`n`; 0 keeps none)")
+	flags.Var(countValue{&cfg.maxOpen}, "max-open", "cap on all upstream conns, idle and in use (`n`; 0: no cap)")
+	flags.Var(countValue{&cfg.maxSessions}, "max-sessions", "cap on concurrent sessions; beyond it clients wait in the kernel backlog (`n`; 0: no cap)")
+	flags.Var(durationValue{&cfg.idleTimeout}, "idle-timeout", "close an idle pooled upstream conn after `d` (0: never)")
+	flags.Var(durationValue{&cfg.lifetime}, "max-lifetime", "close an upstream conn `d` after it was dialed (0: never)")
+	flags.Var(durationValue{&cfg.dialTimeout}, "dial-timeout", "bound on one upstream dial, TLS handshake included (`d`; 0: library default)")
+	flags.Var(durationValue{&cfg.getTimeout}, "get-timeout", "bound on a client's wait for an upstream conn before it is closed (`d`; 0: library default)")
+	flags.Var(durationValue{&cfg.sessionIdle}, "session-idle-timeout", "end a session when no byte moved either way for `d` (0: never)")
+	flags.Var(durationValue{&cfg.drain}, "drain-timeout", "with reuse: after the client's FIN, relay the reply until the upstream is quiet for `d` (0: library default)")
+	flags.Var(durationValue{&cfg.shutdownGrace}, "shutdown-grace", "on SIGINT/SIGTERM, let sessions finish for `d`, then cut them (0 cuts at once)")
+	flags.Var(&bytesValue{b: &cfg.fenceSend}, "fence-send", "verified reuse: `bytes` written to a used upstream conn before it is kept (escapes \\r \\n \\t \\\\ \\xNN)")
+	flags.Var(&bytesValue{b: &cfg.fenceExpect}, "fence-expect", "verified reuse: `bytes` the reply to -fence-send must end with (same escapes)")
+	upTLS := flags.Bool("upstream-tls", false, "dial the upstream with TLS (handshake done before a conn is pooled)")
+	upCA := flags.String("upstream-tls-ca", "", "PEM `file` of CAs to verify the upstream with (default: system roots)")
+	upName := flags.String("upstream-tls-server-name", "", "`name` to verify the upstream's certificate for (default: host of -upstream)")
+	upInsecure := flags.Bool("upstream-tls-insecure", false, "do not verify the upstream's certificate (testing only)")
+	cert := flags.String("tls-cert", "", "PEM certificate `file`: terminate TLS on the listener (with -tls-key)")
+	key := flags.String("tls-key", "", "PEM private key `file` for -tls-cert")
+	flags.Var(addrValue{s: &cfg.metrics, empty: true}, "metrics", "serve /metrics (Prometheus) and /debug/pprof/ on `host:port` (empty is off)")
+	flags.Var(levelValue{&cfg.logLevel}, "log-level", "log `level`: debug, info, warn or error")
+	flags.String("config", "", "read flags from `file`, one \"name value\" per line (# comments)")
+
+	err := ff.Parse(flags, args,
+		ff.WithEnvVarPrefix("RELAY"),
+		ff.WithConfigFileFlag("config"),
+		ff.WithConfigFileParser(ff.PlainParser),
+	)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		printUsage(stdout, flags)
+		return nil, flag.ErrHelp
+	case err != nil:
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			return nil, &usageError{fmt.Errorf("flag -config: %w", err)}
+		}
+		return nil, &usageError{err}
+	}
+	if flags.NArg() > 0 {
+		return nil, &usageError{fmt.Errorf("unexpected argument %q (flags only; see -h)", flags.Arg(0))}
+	}
+	set := map[string]bool{} // flags set by args, env or file
+	flags.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	if err := cfg.checkReuse(set); err != nil {
+		return nil, err
+	}
+	if cfg.maxOpen > 0 && cfg.spares > cfg.maxOpen {
+		return nil, badFlag("spares", fmt.Sprint(cfg.spares), fmt.Errorf("more than -max-open %d", cfg.maxOpen))
+	}
+
+	if *upTLS {
+		c, err := upstreamTLSConfig(cfg.upstream, *upCA, *upName, *upInsecure)
+		if err != nil {
+			return nil, err
+		}
+		cfg.upstreamTLS = c
+	} else {
+		for _, name := range []string{"upstream-tls-ca", "upstream-tls-server-name", "upstream-tls-insecure"} {
+			if set[name] {
+				return nil, &usageError{fmt.Errorf("flag -%s needs -upstream-tls", name)}
+			}
+		}
+	}
+
+	switch {
+	case *cert != "" && *key != "":
+		pair, err := tls.LoadX509KeyPair(*cert, *key)
+		if err != nil {
+			return nil, &usageError{fmt.Errorf("flags -tls-cert %q and -tls-key %q: %w", *cert, *key, err)}
+		}
+		cfg.listenTLS = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	case *cert != "":
+		return nil, &usageError{errors.New("flag -tls-cert needs -tls-key")}
+	case *key != "":
+		return nil, &usageError{errors.New("flag -tls-key needs -tls-cert")}
+	}
+	return cfg, nil
+}
+
+// checkReuse applies the fence rules. A fence (-fence-send and
+// -fence-expect, always both) needs the verified policy; when -reuse was
+// not set anywhere, a fence selects it. Setting -reuse never or clean
+// together with a fence is an error rather than a silent override, and
+// -reuse verified without a fence is an error too.
+func (c *config) checkReuse(set map[string]bool) error {
+	send, expect := len(c.fenceSend) > 0, len(c.fenceExpect) > 0
+	switch {
+	case send && !expect:
+		return &usageError{errors.New("flag -fence-send needs -fence-expect")}
+	case expect && !send:
+		return &usageError{errors.New("flag -fence-expect needs -fence-send")}
+	case send && c.reuse != pool.ReuseIfVerified:
+		if set["reuse"] {
+			return &usageError{fmt.Errorf("flags -fence-send/-fence-expect need -reuse verified, got -reuse %s", c.reuse)}
+		}
+		c.reuse = pool.ReuseIfVerified
+	case !send && c.reuse == pool.ReuseIfVerified:
+		return &usageError{errors.New("flag -reuse verified needs -fence-send and -fence-expect")}
+	}
+	return nil
+}
+
+// upstreamTLSConfig builds the client TLS config for dialing upstream.
+// Sessions are cached so that redials resume rather than redo the
+// handshake.
+func upstreamTLSConfig(upstream, caFile, serverName string, insecure bool) (*tls.Config, error) {
+	if upstream == "" {
+		return nil, &usageError{errors.New("flag -upstream-tls needs -upstream (the demo upstream is plain TCP)")}
+	}
+	if insecure && caFile != "" {
+		return nil, &usageError{errors.New("flags -upstream-tls-insecure and -upstream-tls-ca exclude each other")}
+	}
+	c := &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		ServerName:         serverName,
+		InsecureSkipVerify: insecure, //nolint:gosec // opt-in flag, documented as testing only
+		ClientSessionCache: tls.NewLRUClientSessionCache(0),
+	}
+	if c.ServerName == "" {
+		host, _, _ := net.SplitHostPort(upstream) // checked by addrValue
+		c.ServerName = host
+	}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, badFlag("upstream-tls-ca", caFile, err)
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, badFlag("upstream-tls-ca", caFile, errors.New("no PEM certificate found"))
+		}
+		c.RootCAs = roots
+	}
+	return c, nil
+}
+
+// poolConfig is the pool's share of the configuration. dial is nil for
+// plain TCP to Addr.
+func (c *config) poolConfig(upstream string, log *slog.Logger) pool.Config {
+	pc := pool.Config{
+		Network:     "tcp",
+		Addr:        upstream,
+		Spares:      c.spares,
+		MaxIdle:     c.maxIdle,
+		MaxOpen:     c.maxOpen,
+		IdleTimeout: c.idleTimeout,
+		MaxLifetime: c.lifetime,
+		DialTimeout: c.dialTimeout,
+		Reuse:       c.reuse,
+		Logger:      log,
+	}
+	if pc.MaxIdle == 0 {
+		pc.MaxIdle = -1 // the flag's 0 means none; the pool's 0 means its default
+	}
+	if c.reuse == pool.ReuseIfVerified {
+		pc.Reset = pool.Fence(c.fenceSend, c.fenceExpect)
+	}
+	if c.upstreamTLS != nil {
+		pc.Dial = tlsDialer(upstream, c.upstreamTLS)
+	}
+	return pc
+}
+
+// listenerConfig is the ProxyListener's share of the configuration.
+func (c *config) listenerConfig(log *slog.Logger) listener.Config {
+	return listener.Config{
+		MaxSessions:        c.maxSessions,
+		SessionIdleTimeout: c.sessionIdle,
+		DrainTimeout:       c.drain,
+		GetTimeout:         c.getTimeout,
+		Logger:             log,
+	}
+}
+
+func printUsage(w io.Writer, flags *flag.FlagSet) {
+	fmt.Fprint(w, usageHead)
+	flags.SetOutput(w)
+	flags.PrintDefaults()
+	flags.SetOutput(io.Discard)
+	fmt.Fprint(w, usageTail)
+}
+
+const usageHead = `proxy: a TCP forwarder with pooled upstream connections.
+
+Usage:
+  proxy [flags]
+
+Every flag can also be set with an environment variable RELAY_<NAME>
+(upper case, '-' as '_', e.g. RELAY_MAX_OPEN=16) or a line "<name> <value>"
+in the -config file. Command-line flags win over the environment, which
+wins over the file.
+
+Flags:
+`
+
+const usageTail = `
+Reuse:
+  never     every upstream conn serves one client, then is closed; spares
+            still hide the dial. Safe for any protocol.
+  clean     a used conn is kept when its session ended cleanly (last bytes
+            went to the client, no error, nothing unread). Only for strict
+            request/response protocols without pipelining or server pushes.
+  verified  clean, and the -fence-send/-fence-expect round trip succeeds
+            before the conn is kept (e.g. Redis: -fence-send 'PING\r\n'
+            -fence-expect '+PONG\r\n'). A fence selects verified when -reuse
+            is not set; -reuse never or clean with a fence is an error.
+
+Try it:
+  proxy                       # embedded demo upstream; then:
+  echo hello | nc 127.0.0.1 7070
+  proxy -reuse clean          # run the nc line twice: same "upstream conn #N"
+
+Exit status: 0 after SIGINT/SIGTERM and a drain, 2 for a bad flag, 1 otherwise.
+`

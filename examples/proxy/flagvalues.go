@@ -1,0 +1,221 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/relaykit/relay/pool"
+)
+
+// The flag.Value types below validate in Set, so that a bad value fails
+// the same way from the command line, the environment and the config
+// file, and the flag package names the flag: invalid value "x" for flag
+// -spares: not a whole number. Their String methods accept a zero
+// receiver, as flag.PrintDefaults requires.
+
+// addrValue is a host:port. The host may be empty (all interfaces); the
+// whole value may be empty only when empty is set.
+type addrValue struct {
+	s     *string
+	empty bool
+}
+
+func (v addrValue) String() string {
+	if v.s == nil {
+		return ""
+	}
+	return *v.s
+}
+
+func (v addrValue) Set(s string) error {
+	if s == "" && v.empty {
+		*v.s = s
+		return nil
+	}
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return errors.New("want host:port")
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return fmt.Errorf("bad port %q", port)
+	}
+	*v.s = s
+	return nil
+}
+
+// policyValue is a pool.Policy by name.
+type policyValue struct{ p *pool.Policy }
+
+func (v policyValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return v.p.String()
+}
+
+func (v policyValue) Set(s string) error {
+	p, err := pool.ParsePolicy(s)
+	if err != nil {
+		return errors.New("want never, clean or verified")
+	}
+	*v.p = p
+	return nil
+}
+
+// countValue is a non-negative int.
+type countValue struct{ n *int }
+
+func (v countValue) String() string {
+	if v.n == nil {
+		return "0"
+	}
+	return strconv.Itoa(*v.n)
+}
+
+func (v countValue) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	switch {
+	case err != nil:
+		return errors.New("not a whole number")
+	case n < 0:
+		return errors.New("must not be negative")
+	}
+	*v.n = n
+	return nil
+}
+
+// durationValue is a non-negative time.Duration.
+type durationValue struct{ d *time.Duration }
+
+func (v durationValue) String() string {
+	if v.d == nil {
+		return "0s"
+	}
+	return v.d.String()
+}
+
+func (v durationValue) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		return errors.New("not a duration (e.g. 500ms, 30s, 5m)")
+	case d < 0:
+		return errors.New("must not be negative")
+	}
+	*v.d = d
+	return nil
+}
+
+// levelValue is a slog.Level by lower-case name.
+type levelValue struct{ l *slog.Level }
+
+func (v levelValue) String() string {
+	if v.l == nil {
+		return ""
+	}
+	return strings.ToLower(v.l.String())
+}
+
+func (v levelValue) Set(s string) error {
+	switch strings.ToLower(s) {
+	case "debug":
+		*v.l = slog.LevelDebug
+	case "info":
+		*v.l = slog.LevelInfo
+	case "warn", "warning":
+		*v.l = slog.LevelWarn
+	case "error":
+		*v.l = slog.LevelError
+	default:
+		return errors.New("want debug, info, warn or error")
+	}
+	return nil
+}
+
+// bytesValue is a byte string written with escapes, so that protocol
+// markers fit on a command line, in an environment variable and on a
+// config file line: \r \n \t \\ and \xNN.
+type bytesValue struct{ b *[]byte }
+
+func (v *bytesValue) String() string {
+	if v == nil || v.b == nil {
+		return ""
+	}
+	return escapeBytes(*v.b)
+}
+
+func (v *bytesValue) Set(s string) error {
+	b, err := unescapeBytes(s)
+	if err != nil {
+		return err
+	}
+	*v.b = b
+	return nil
+}
+
+// unescapeBytes decodes \r, \n, \t, \\ and \xNN; any other backslash
+// sequence is an error, so that a typo is not sent to a server.
+func unescapeBytes(s string) ([]byte, error) {
+	out := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '\\' {
+			out = append(out, c)
+			continue
+		}
+		if i+1 == len(s) {
+			return nil, errors.New(`trailing \`)
+		}
+		i++
+		switch s[i] {
+		case 'r':
+			out = append(out, '\r')
+		case 'n':
+			out = append(out, '\n')
+		case 't':
+			out = append(out, '\t')
+		case '\\':
+			out = append(out, '\\')
+		case 'x':
+			if i+3 > len(s) {
+				return nil, errors.New(`\x needs two hex digits`)
+			}
+			n, err := strconv.ParseUint(s[i+1:i+3], 16, 8)
+			if err != nil {
+				return nil, fmt.Errorf(`\x%s: not two hex digits`, s[i+1:i+3])
+			}
+			out = append(out, byte(n))
+			i += 2
+		default:
+			return nil, fmt.Errorf(`unknown escape \%c (want \r \n \t \\ \xNN)`, s[i])
+		}
+	}
+	return out, nil
+}
+
+// escapeBytes is the inverse of unescapeBytes.
+func escapeBytes(b []byte) string {
+	var sb strings.Builder
+	for _, c := range b {
+		switch {
+		case c == '\r':
+			sb.WriteString(`\r`)
+		case c == '\n':
+			sb.WriteString(`\n`)
+		case c == '\t':
+			sb.WriteString(`\t`)
+		case c == '\\':
+			sb.WriteString(`\\`)
+		case c < 0x20 || c >= 0x7f:
+			fmt.Fprintf(&sb, `\x%02x`, c)
+		default:
+			sb.WriteByte(c)
+		}
+	}
+	return sb.String()
+}

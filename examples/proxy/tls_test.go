@@ -1,0 +1,170 @@
+package main
+
+import (
+	"bufio"
+	"crypto/tls"
+	"net"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestRunTLSTermination runs the proxy with -tls-cert/-tls-key in front
+// of the (plain) demo upstream, and checks that a TLS client gets the
+// echo and a plain client does not.
+func TestRunTLSTermination(t *testing.T) {
+	noLeaks(t)
+	cert := newTestCert(t)
+	r := startProxy(t, "-listen", "127.0.0.1:0", "-tls-cert", cert.certFile, "-tls-key", cert.keyFile)
+	if line := r.waitLog(regexp.MustCompile(`msg="relay listening".*`))[0]; !strings.Contains(line, "tls=true") {
+		t.Errorf("listening line: got %q; want tls=true", line)
+	}
+
+	dialTLS := func(addr string) (net.Conn, error) {
+		d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: waitFor}, Config: &tls.Config{RootCAs: cert.pool, ServerName: "127.0.0.1"}}
+		return d.Dial("tcp", addr)
+	}
+	reply, err := roundTrip(t, r.addr, "secret", dialTLS)
+	if err != nil {
+		t.Fatalf("TLS session: %v; log:\n%s", err, r.stderr)
+	}
+	if m := demoReplyRE.FindStringSubmatch(reply); m == nil || m[2] != "secret" {
+		t.Errorf("TLS reply: got %q; want \"upstream conn #N: secret\"", reply)
+	}
+
+	// A plain client speaks no TLS: it must not get an echo.
+	if reply, err := roundTrip(t, r.addr, "plain", nil); err == nil && strings.Contains(reply, "plain") {
+		t.Errorf("plain client to a TLS listener: got echo %q; want none", reply)
+	}
+	r.mustStop()
+}
+
+// tlsEcho is a TLS line-echo upstream for the tests: "tls: <line>".
+type tlsEcho struct {
+	ln      net.Listener
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	cs      map[net.Conn]struct{}
+	resumed atomic.Int32 // handshakes that resumed a session
+}
+
+func startTLSEcho(t *testing.T, cert testCert) *tlsEcho {
+	t.Helper()
+	pair, err := tls.LoadX509KeyPair(cert.certFile, cert.keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &tlsEcho{ln: ln, cs: make(map[net.Conn]struct{})}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			e.mu.Lock()
+			e.cs[c] = struct{}{}
+			e.mu.Unlock()
+			e.wg.Add(1)
+			go func() {
+				defer e.wg.Done()
+				defer c.Close()
+				tc := c.(*tls.Conn)
+				if err := tc.Handshake(); err != nil {
+					return
+				}
+				if tc.ConnectionState().DidResume {
+					e.resumed.Add(1)
+				}
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if _, err := c.Write([]byte("tls: " + line)); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(e.close)
+	return e
+}
+
+// close stops the server and waits for its goroutines.
+func (e *tlsEcho) close() {
+	e.ln.Close()
+	e.mu.Lock()
+	for c := range e.cs {
+		c.Close()
+	}
+	e.mu.Unlock()
+	e.wg.Wait()
+}
+
+// TestRunUpstreamTLS checks the upstream TLS flags against a TLS echo
+// server: the CA from -upstream-tls-ca is what makes the handshake pass,
+// the server name defaults to the host of -upstream, and
+// -upstream-tls-server-name overrides it. Redials resume the TLS session.
+func TestRunUpstreamTLS(t *testing.T) {
+	ipCert := newTestCert(t)                 // for 127.0.0.1
+	nameCert := newTestCert(t, "relay.test") // for relay.test only
+	tests := []struct {
+		name   string
+		cert   testCert
+		flags  []string
+		wantOK bool
+		resume bool // check that a later dial resumed the session
+	}{
+		{"ca", ipCert, []string{"-upstream-tls-ca", ipCert.certFile}, true, true},
+		{"server name", nameCert, []string{"-upstream-tls-ca", nameCert.certFile, "-upstream-tls-server-name", "relay.test"}, true, false},
+		{"insecure", nameCert, []string{"-upstream-tls-insecure"}, true, false},
+		{"system roots do not know the test CA", ipCert, nil, false, false},
+		{"default server name is the host, not in the cert", nameCert, []string{"-upstream-tls-ca", nameCert.certFile}, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			noLeaks(t)
+			up := startTLSEcho(t, tt.cert)
+			args := append([]string{"-listen", "127.0.0.1:0", "-upstream", up.ln.Addr().String(), "-upstream-tls",
+				"-spares", "1", "-get-timeout", "2s", "-dial-timeout", "2s"}, tt.flags...)
+			r := startProxy(t, args...)
+			reply, err := roundTrip(t, r.addr, "hello", nil)
+			switch {
+			case tt.wantOK && (err != nil || reply != "tls: hello"):
+				t.Errorf("session: got %q, %v; want \"tls: hello\"; log:\n%s", reply, err, r.stderr)
+			case !tt.wantOK && err == nil:
+				t.Errorf("session: got %q; want the client closed (handshake must fail)", reply)
+			case !tt.wantOK:
+				r.waitLog(regexp.MustCompile(`msg="client closed".*get upstream.*(certificate|x509)`))
+			}
+			if tt.resume {
+				// The first session read the server's session ticket; the
+				// spare dialed when the second session takes its conn comes
+				// after that, and resumes.
+				if reply, err := roundTrip(t, r.addr, "again", nil); err != nil || reply != "tls: again" {
+					t.Fatalf("second session: got %q, %v; want \"tls: again\"", reply, err)
+				}
+				deadline := time.Now().Add(waitFor)
+				for up.resumed.Load() == 0 && time.Now().Before(deadline) {
+					time.Sleep(10 * time.Millisecond)
+				}
+				if up.resumed.Load() == 0 {
+					t.Errorf("no upstream TLS handshake resumed a session; want the client session cache used; log:\n%s", r.stderr)
+				}
+			}
+			r.mustStop()
+			up.close()
+		})
+	}
+}
