@@ -1,0 +1,181 @@
+package listenertest
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// server is an upstream on loopback run by a test. handle runs on its own
+// goroutine for every accepted conn; Close (run by the test's cleanup)
+// closes the conns and waits for the handlers.
+type server struct {
+	ln      net.Listener
+	accepts atomic.Int64
+	wg      sync.WaitGroup
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func startServer(tb testing.TB, handle func(c net.Conn)) *server {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := &server{ln: ln, conns: make(map[net.Conn]struct{})}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.accepts.Add(1)
+			s.mu.Lock()
+			s.conns[c] = struct{}{}
+			s.mu.Unlock()
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				defer func() {
+					s.mu.Lock()
+					delete(s.conns, c)
+					s.mu.Unlock()
+					c.Close()
+				}()
+				handle(c)
+			}()
+		}
+	}()
+	tb.Cleanup(s.Close)
+	return s
+}
+
+func (s *server) Addr() string { return s.ln.Addr().String() }
+
+// Close stops accepting, closes every live conn and waits for the handlers.
+func (s *server) Close() {
+	s.ln.Close()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// echo copies everything back, and passes a FIN back too.
+func echo(c net.Conn) {
+	io.Copy(c, c)
+	if cw, ok := c.(closeWriter); ok {
+		cw.CloseWrite()
+	}
+}
+
+// lineEcho answers each line with the same line.
+func lineEcho(c net.Conn) {
+	r := bufio.NewReader(c)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		if _, err := io.WriteString(c, line); err != nil {
+			return
+		}
+	}
+}
+
+// newEcho starts a line echo server and a forwarder in front of it.
+func newEcho(t *testing.T, opts ...Option) (*Forwarder, *server) {
+	t.Helper()
+	srv := startServer(t, lineEcho)
+	return New(t, srv.Addr(), opts...), srv
+}
+
+func dial(tb testing.TB, addr string) net.Conn {
+	tb.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	return c
+}
+
+// exchange writes line and reads one line back within timeout.
+func exchange(c net.Conn, line string, timeout time.Duration) (string, error) {
+	c.SetDeadline(time.Now().Add(timeout))
+	defer c.SetDeadline(time.Time{})
+	if _, err := io.WriteString(c, line); err != nil {
+		return "", err
+	}
+	var b []byte
+	one := make([]byte, 1)
+	for {
+		n, err := c.Read(one)
+		if n > 0 {
+			b = append(b, one[0])
+			if one[0] == '\n' {
+				return string(b), nil
+			}
+		}
+		if err != nil {
+			return string(b), err
+		}
+	}
+}
+
+func ctxFor(tb testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	tb.Cleanup(cancel)
+	return ctx
+}
+
+// isTimeout reports whether err is a deadline timeout.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// isReset reports whether err says the peer reset the connection.
+func isReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET)
+}
+
+// needLinux skips tests that depend on Linux's loopback behaviour.
+func needLinux(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("relies on Linux loopback behaviour")
+	}
+}
+
+// readAll reads until EOF or an error, within timeout.
+func readAll(c net.Conn, timeout time.Duration) ([]byte, error) {
+	c.SetReadDeadline(time.Now().Add(timeout))
+	defer c.SetReadDeadline(time.Time{})
+	return io.ReadAll(c)
+}
+
+// pollUntil polls cond every 5 ms until it holds or d passes.
+func pollUntil(d time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return errors.New("timed out waiting for a condition")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return nil
+}
