@@ -3,13 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/relaykit/relay/internal/selfsigned"
 
 	"go.uber.org/goleak"
 )
@@ -164,52 +160,23 @@ type testCert struct {
 	pool              *x509.CertPool
 }
 
-// newTestCert makes a certificate for 127.0.0.1 and the given DNS names.
+// newTestCert makes a certificate for 127.0.0.1, or for the given DNS
+// names only.
 func newTestCert(t *testing.T, dnsNames ...string) testCert {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	hosts := dnsNames
+	if len(hosts) == 0 {
+		hosts = []string{"127.0.0.1"}
+	}
+	c, err := selfsigned.New("relay test", hosts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "relay test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		DNSNames:              dnsNames,
-	}
-	if len(dnsNames) == 0 {
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	certFile, keyFile, err := c.WriteFiles(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	tc := testCert{certFile: filepath.Join(dir, "cert.pem"), keyFile: filepath.Join(dir, "key.pem"), pool: x509.NewCertPool()}
-	writePEM(t, tc.certFile, "CERTIFICATE", der)
-	writePEM(t, tc.keyFile, "PRIVATE KEY", keyDER)
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc.pool.AddCert(cert)
-	return tc
-}
-
-func writePEM(t *testing.T, name, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(name, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	return testCert{certFile: certFile, keyFile: keyFile, pool: c.Roots}
 }
 
 // writeFile writes content to a new file in a temp dir and returns its name.
