@@ -2,7 +2,6 @@ package listener
 
 import (
 	"net"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -37,8 +36,11 @@ func TestListenerKinds(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// net.FileListener dups the descriptor, so f is ours to close.
+			// (Wrapping f.Fd() in a second *os.File closed it twice, and
+			// the second close hit whatever other test reused the number.)
 			defer f.Close()
-			ln, err := net.FileListener(os.NewFile(f.Fd(), "inherited"))
+			ln, err := net.FileListener(f)
 			if err != nil {
 				t.Fatal(err)
 			}
