@@ -9,9 +9,8 @@ import (
 	"time"
 )
 
-// errNoSplice is returned by spliceCopy when the kernel cannot splice
-// from the source socket (EINVAL before any byte moved); the direction
-// then copies in user space.
+// errNoSplice is returned by spliceCopy where there is no kernel path
+// (off Linux); the direction then copies in user space.
 var errNoSplice = errors.New("splice: splice(2) not supported for this socket")
 
 // direction is one direction of a session: it reads src and writes dst.

@@ -24,14 +24,19 @@
 // # How bytes move
 //
 // When both conns are kernel stream sockets on Linux, each direction moves
-// bytes with splice(2) through a pipe, so they never enter user space. A
-// direction takes a pipe from a small shared pool only once its source is
-// readable, and gives it back, empty, when the source has nothing more to
-// read: an idle session holds no pipe and no file descriptor beyond its two
-// sockets. The pool keeps at most 64 idle pipes (128 fds) and closes the
+// bytes between them with its own syscalls. It waits until its source is
+// readable, then reads into a 16 KiB buffer borrowed from a shared pool and
+// writes those bytes out: for the short messages of request/response
+// traffic a read and a write are the cheapest way. A read that fills the
+// buffer means a bulk transfer: the direction then takes a 1 MiB pipe from
+// a small shared pool and moves the rest with splice(2), so those bytes
+// never enter user space, until the source has nothing more to read. Buffer
+// and pipe go back (the pipe empty) before the direction waits again: an
+// idle session holds no buffer, no pipe and no file descriptor beyond its
+// two sockets. The pool keeps at most 32 idle pipes (64 fds) and closes the
 // rest; pipes it keeps are closed when the garbage collector drops them
 // from the pool. Everything else (TLS, net.Pipe, other platforms) is copied
-// through 32 KiB buffers from a shared pool.
+// through 32 KiB buffers from a shared pool, with the conns' Read and Write.
 //
 // # Ending, half-close and reuse
 //

@@ -62,9 +62,10 @@ func (o Options) drainTimeout() time.Duration {
 //
 // When both conns are kernel stream sockets (*net.TCPConn, *net.UnixConn,
 // or a syscall.Conn of a stream socket, possibly behind a wrapper's
-// NetConn method; never a *tls.Conn) and the platform is Linux, bytes
-// move with splice(2) through a pipe taken from a shared pool only while
-// data flows: an idle session holds no pipe. Join then reads and writes
+// NetConn method; never a *tls.Conn) and the platform is Linux, short
+// reads are copied through a small pooled buffer and bulk transfers move
+// with splice(2) through a pipe from a shared pool, each held only while
+// data flows: an idle session holds neither. Join then reads and writes
 // the socket directly: a wrapper that offers NetConn or SyscallConn must
 // not transform or buffer the bytes. Otherwise Join copies through pooled
 // buffers, using the conns' Read and Write methods.

@@ -73,6 +73,17 @@ func TestIntegrity(t *testing.T) {
 					if c.d.Spliced != tr.wantSpliced() {
 						t.Errorf("%s: Spliced %v; want %v", c.name, c.d.Spliced, tr.wantSpliced())
 					}
+					// Bulk moves with splice(2); a short message through a
+					// buffer, and SplicedBytes never counts past Written.
+					if c.d.SplicedBytes < 0 || c.d.SplicedBytes > c.d.Written {
+						t.Errorf("%s: SplicedBytes %d of %d written", c.name, c.d.SplicedBytes, c.d.Written)
+					}
+					if tr.wantSpliced() && size >= 1<<20 && c.d.SplicedBytes == 0 {
+						t.Errorf("%s: SplicedBytes 0 for %d bytes; want bulk spliced", c.name, size)
+					}
+					if size <= 1 && c.d.SplicedBytes != 0 {
+						t.Errorf("%s: SplicedBytes %d for %d bytes; want 0", c.name, c.d.SplicedBytes, size)
+					}
 				}
 				if r.Err != nil {
 					t.Errorf("Err %v; want nil", r.Err)

@@ -110,9 +110,18 @@ type DirResult struct {
 	// part-way (by a deadline or an error), leaving the destination
 	// mid-message.
 	WriteCut bool
-	// Spliced reports that this direction moved its bytes with splice(2)
-	// in the kernel; false means a user-space copy with a pooled buffer.
+	// Spliced reports that this direction ran on the kernel-socket path:
+	// both conns are kernel stream sockets and the direction moved bytes
+	// between them with its own syscalls, a short read through a small
+	// buffer held only while it is written, bulk with splice(2) through a
+	// pipe (SplicedBytes). False means the user-space copy through the
+	// conns' Read and Write methods with a pooled buffer.
 	Spliced bool
+	// SplicedBytes is the number of bytes delivered by splice(2), without
+	// passing through user space (at most Written). Short messages are
+	// copied through a buffer instead: for them a read and a write cost
+	// less than splice(2)'s four calls.
+	SplicedBytes int64
 	// End says how this direction ended.
 	End End
 	// Err is the error that ended this direction, if it was a real one

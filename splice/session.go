@@ -38,6 +38,11 @@ type session struct {
 
 	// seq orders deliveries across both directions (see direction.seq).
 	seq atomic.Uint64
+	// halted is set by stop after both deadlines are in the past: a
+	// direction that is copying without waiting checks it between chunks,
+	// so that it stops there rather than read bytes it can no longer
+	// deliver.
+	halted atomic.Bool
 
 	wg sync.WaitGroup // copyToClient
 
@@ -144,6 +149,7 @@ func (s *session) stop(reason End) {
 	}
 	s.cio.SetDeadline(aLongTimeAgo)
 	s.uio.SetDeadline(aLongTimeAgo)
+	s.halted.Store(true)
 }
 
 func (s *session) setFirstLocked(side Side, end End) {

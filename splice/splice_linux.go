@@ -4,8 +4,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -16,20 +16,36 @@ const maxSplice = 1 << 20
 
 const spliceFlags = unix.SPLICE_F_NONBLOCK | unix.SPLICE_F_MOVE
 
-// spliceState is a spliced direction's kernel side.
+// spliceState is the kernel side of a direction between two sockets.
 type spliceState struct {
 	srcRaw, dstRaw syscall.RawConn
-	// readFn and writeFn are d.spliceRead and d.spliceWrite, bound once
-	// so that the RawConn calls do not allocate per chunk.
-	readFn, writeFn func(fd uintptr) bool
+	// readFn, bufWriteFn and pipeWriteFn are d.kernelRead, d.bufWrite and
+	// d.pipeWrite, bound once so that the RawConn calls do not allocate
+	// per chunk.
+	readFn, bufWriteFn, pipeWriteFn func(fd uintptr) bool
 
-	p    *pipe // nil while the direction waits for its source
-	peek byte  // the byte a readiness check peeks into
+	p *pipe // nil unless a bulk transfer is under way
 
-	// Results of the last callback.
+	// buf holds bytes read and not yet written, buf[boff:bn]. It is
+	// borrowed from smallPool inside a read callback and given back before
+	// the callback returns: an idle direction holds no buffer.
+	buf      *[smallSize]byte
+	boff, bn int
+
+	noSplice bool // splice(2) from the source said EINVAL: buffers only
+
+	// Results of the last read callback.
 	eof        bool
 	rerr, werr error
 }
+
+// smallSize is the size of the buffer a direction reads into first. A
+// read that fills it switches the direction to splice(2) until the source
+// is drained.
+const smallSize = 16 << 10
+
+// smallPool holds *[smallSize]byte.
+var smallPool = sync.Pool{New: func() any { return new([smallSize]byte) }}
 
 // setupSplice makes both directions of s splice when both conns are
 // kernel stream sockets, and points s.cio and s.uio at the sockets.
@@ -49,7 +65,7 @@ func setupSplice(s *session) {
 
 func (sp *spliceState) init(d *direction, src, dst syscall.RawConn) {
 	sp.srcRaw, sp.dstRaw = src, dst
-	sp.readFn, sp.writeFn = d.spliceRead, d.spliceWrite
+	sp.readFn, sp.bufWriteFn, sp.pipeWriteFn = d.kernelRead, d.bufWrite, d.pipeWrite
 	d.res.Spliced = true
 }
 
@@ -78,32 +94,31 @@ func streamSocket(c net.Conn) (net.Conn, syscall.RawConn, bool) {
 	return c, raw, true
 }
 
-// spliceCopy moves bytes src -> pipe -> dst through Go's poller, so that
-// deadlines work as for Read and Write.
+// spliceCopy moves bytes from the source socket to the destination
+// socket through Go's poller, so that deadlines work as for Read and
+// Write. It runs one RawConn.Read of the source, whose callback also does
+// the writes (through the destination's RawConn.Write), so that the
+// source's readiness is reset once, not per chunk.
+//
+// Each read goes into a small buffer borrowed for the callback; a read
+// that fills it means a bulk transfer, which then moves with splice(2)
+// through a pipe until the source has nothing more, and the pipe goes back.
+// An idle direction holds neither buffer nor pipe.
 func (d *direction) spliceCopy() (rerr, werr error) {
 	sp := &d.sp
-	defer d.releasePipe()
-	for {
-		sp.eof, sp.rerr, sp.werr = false, nil, nil
-		if err := sp.srcRaw.Read(sp.readFn); err != nil {
-			return err, nil
-		}
-		if sp.rerr != nil {
-			return sp.rerr, nil
-		}
-		if sp.eof {
-			return nil, nil
-		}
-		d.startWrite()
-		err := sp.dstRaw.Write(sp.writeFn)
-		if err == nil {
-			err = sp.werr
-		}
-		if err != nil {
-			d.noteStranded(sp.p.n)
-			return nil, err
-		}
+	sp.eof, sp.rerr, sp.werr = false, nil, nil
+	err := sp.srcRaw.Read(sp.readFn)
+	d.releasePipe()
+	d.releaseBuf()
+	switch {
+	case sp.werr != nil:
+		return nil, sp.werr
+	case err != nil:
+		return err, nil
+	case sp.rerr != nil:
+		return sp.rerr, nil
 	}
+	return nil, nil // EOF
 }
 
 func (d *direction) releasePipe() {
@@ -113,63 +128,137 @@ func (d *direction) releasePipe() {
 	}
 }
 
-// spliceRead is the source's RawConn.Read callback. It returns false only
-// after the kernel said EAGAIN: Go's poller is edge-triggered, and waiting
-// without that would miss data that is already there.
-//
-// A direction without a pipe first peeks one byte: while the source is
-// idle no pipe is taken. With data (or EOF, or an error) waiting, it takes
-// a pipe and splices into it; if that finds nothing after all, the pipe
-// goes back before the direction waits.
-func (d *direction) spliceRead(fd uintptr) bool {
-	sp := &d.sp
-	if sp.p == nil {
-		n, err := peek(int(fd), &sp.peek)
-		switch {
-		case err == unix.EAGAIN:
-			return false
-		case err != nil:
-			sp.rerr = os.NewSyscallError("recvfrom", err)
-			return true
-		case n == 0:
-			sp.eof = true
-			return true
-		}
-		p, err := getPipe()
-		if err != nil {
-			sp.rerr = err
-			return true
-		}
-		sp.p = p
+func (d *direction) releaseBuf() {
+	if b := d.sp.buf; b != nil {
+		d.sp.buf = nil
+		smallPool.Put(b)
 	}
+}
+
+// kernelRead is the source's RawConn.Read callback. It returns false only
+// after the kernel said EAGAIN, with no buffer or pipe held: Go's poller
+// is edge-triggered, and waiting without that would miss data (or a FIN,
+// or a reset) that is already there. A short read is not enough: data and
+// a reset that arrived together wake the poller once, and TCP_INQ, which
+// reports a pending FIN, does not report a pending reset.
+// It returns true when the direction ends: EOF, an error (sp.rerr) or a
+// failed write (sp.werr).
+func (d *direction) kernelRead(fd uintptr) bool {
+	sp := &d.sp
 	for {
-		// The pipe is empty here: EAGAIN means the socket has nothing.
-		n, err := unix.Splice(int(fd), nil, sp.p.w, nil, maxSplice, spliceFlags)
+		if d.s.halted.Load() {
+			// Stopped: the poller reports the deadline at once.
+			d.releasePipe()
+			d.releaseBuf()
+			return false
+		}
+		if sp.p != nil {
+			// Bulk: the pipe is empty here, so EAGAIN means the socket
+			// has nothing.
+			n, err := unix.Splice(int(fd), nil, sp.p.w, nil, maxSplice, spliceFlags)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err == unix.EAGAIN:
+				d.releasePipe()
+				return false
+			case err == unix.EINVAL && d.res.SplicedBytes == 0:
+				// This socket cannot splice: stay on buffers.
+				sp.noSplice = true
+				d.releasePipe()
+				continue
+			case err != nil:
+				sp.rerr = os.NewSyscallError("splice", err)
+				return true
+			case n == 0:
+				sp.eof = true
+				return true
+			}
+			sp.p.n = int(n)
+			d.noteRead(int(n))
+			d.startWrite()
+			err = sp.dstRaw.Write(sp.pipeWriteFn)
+			if err == nil {
+				err = sp.werr
+			}
+			if err != nil {
+				d.noteStranded(sp.p.n)
+				sp.werr = err
+				return true
+			}
+			continue
+		}
+
+		if sp.buf == nil {
+			sp.buf = smallPool.Get().(*[smallSize]byte)
+		}
+		n, err := unix.Read(int(fd), sp.buf[:])
 		switch {
 		case err == unix.EINTR:
 			continue
 		case err == unix.EAGAIN:
-			d.releasePipe()
+			d.releaseBuf()
 			return false
-		case err == unix.EINVAL && d.res.Read == 0:
-			sp.rerr = errNoSplice
-			return true
 		case err != nil:
-			sp.rerr = os.NewSyscallError("splice", err)
+			d.releaseBuf()
+			sp.rerr = os.NewSyscallError("read", err)
 			return true
 		case n == 0:
+			d.releaseBuf()
 			sp.eof = true
 			return true
 		}
-		sp.p.n = int(n)
-		d.noteRead(int(n))
-		return true
+		d.noteRead(n)
+		sp.boff, sp.bn = 0, n
+		d.startWrite()
+		err = sp.dstRaw.Write(sp.bufWriteFn)
+		if err == nil {
+			err = sp.werr
+		}
+		if err != nil {
+			d.noteStranded(sp.bn - sp.boff)
+			d.releaseBuf()
+			sp.werr = err
+			return true
+		}
+		if n == smallSize && !sp.noSplice {
+			// A bulk transfer: splice the rest. Without a pipe (out of
+			// fds), go on through the buffer.
+			if p, err := getPipe(); err == nil {
+				d.releaseBuf()
+				sp.p = p
+			}
+		}
 	}
 }
 
-// spliceWrite is the destination's RawConn.Write callback: it empties the
-// pipe into the socket, and waits for writability on EAGAIN.
-func (d *direction) spliceWrite(fd uintptr) bool {
+// bufWrite is the destination's RawConn.Write callback for bytes in
+// sp.buf; it waits for writability on EAGAIN.
+func (d *direction) bufWrite(fd uintptr) bool {
+	sp := &d.sp
+	for sp.boff < sp.bn {
+		n, err := unix.Write(int(fd), sp.buf[sp.boff:sp.bn])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return false
+		case err != nil:
+			sp.werr = os.NewSyscallError("write", err)
+			return true
+		case n <= 0:
+			sp.werr = io.ErrNoProgress
+			return true
+		}
+		sp.boff += n
+		d.noteWritten(n)
+	}
+	return true
+}
+
+// pipeWrite is the destination's RawConn.Write callback in bulk: it
+// empties the pipe into the socket, and waits for writability on EAGAIN.
+func (d *direction) pipeWrite(fd uintptr) bool {
 	sp := &d.sp
 	for sp.p.n > 0 {
 		n, err := unix.Splice(sp.p.r, nil, int(fd), nil, sp.p.n, spliceFlags)
@@ -186,24 +275,8 @@ func (d *direction) spliceWrite(fd uintptr) bool {
 			return true
 		}
 		sp.p.n -= int(n)
+		d.res.SplicedBytes += n
 		d.noteWritten(int(n))
 	}
 	return true
-}
-
-// peek reads one byte of fd without consuming it and without blocking:
-// n is 1 with data waiting, 0 at EOF. It passes no address buffer, so
-// that a bound unix-socket peer costs no allocation.
-func peek(fd int, b *byte) (int, error) {
-	for {
-		n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(b)), 1,
-			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
-		switch errno {
-		case 0:
-			return int(n), nil
-		case unix.EINTR:
-			continue
-		}
-		return 0, errno
-	}
 }
