@@ -102,63 +102,89 @@ func (l *ProxyListener) startSession(c net.Conn) bool {
 
 // serveSession runs one session from getting an upstream to releasing
 // it. It is a named function so that it is recognisable in stack dumps.
+//
+// Its frame is kept small, because it stays on the stack under the copy
+// for as long as the session lives: the SessionInfo is built in
+// endFailed and endCopied, off this frame.
 func (l *ProxyListener) serveSession(s *session) {
-	defer func() {
-		l.mu.Lock()
-		delete(l.sessions, s)
-		l.mu.Unlock()
-		l.stats.active.Add(-1)
-		l.releaseSlot()
-		l.sessWG.Done()
-	}()
-
-	info := SessionInfo{ID: s.id, ClientAddr: s.client.RemoteAddr(), Start: s.start}
+	defer l.sessionDone(s)
 
 	if err := l.handshake(s.client); err != nil {
-		s.client.Close()
-		info.Err = &HandshakeError{Err: err}
-		info.Duration = time.Since(s.start)
 		l.stats.handshakeFailures.Add(1)
-		l.log.clientFailed(&info)
-		l.endSession(&info)
+		l.endFailed(s, &HandshakeError{Err: err})
 		return
 	}
 	s.phase.Store(uint32(PhaseGetUpstream))
 
-	getCtx, cancel := context.WithTimeout(l.hardCtx, l.cfg.getTimeout())
-	lease, err := l.pool.Get(getCtx)
-	cancel()
+	lease, err := l.getUpstream()
 	if err != nil {
-		// The client must never hang: close it at once.
-		s.client.Close()
-		info.Err = &UpstreamError{Err: err}
-		info.Duration = time.Since(s.start)
 		l.stats.upstreamFailures.Add(1)
-		l.log.clientFailed(&info)
-		l.endSession(&info)
+		l.endFailed(s, &UpstreamError{Err: err})
 		return
 	}
 	up := lease.Conn()
-	info.Source = lease.Source()
 	upAddr := up.RemoteAddr()
 	s.upstream.Store(&upAddr)
 	s.phase.Store(uint32(PhaseCopy))
 
 	res := splice.Join(l.hardCtx, s.client, up, l.opts)
+	l.endCopied(s, lease, upAddr, &res)
+}
 
+// sessionDone unregisters a session whose goroutine is about to return.
+func (l *ProxyListener) sessionDone(s *session) {
+	l.mu.Lock()
+	delete(l.sessions, s)
+	l.mu.Unlock()
+	l.stats.active.Add(-1)
+	l.releaseSlot()
+	l.sessWG.Done()
+}
+
+// endFailed ends a session that got no upstream: the client must never
+// hang, so it is closed at once, and the failure logged and reported.
+//
+//go:noinline
+func (l *ProxyListener) endFailed(s *session, err error) {
+	info := SessionInfo{ID: s.id, ClientAddr: s.client.RemoteAddr(), Start: s.start, Err: err}
+	s.client.Close()
+	info.Duration = time.Since(s.start)
+	l.log.clientFailed(&info)
+	l.endSession(&info)
+}
+
+// endCopied ends a session after its copy: it closes the client, releases
+// the upstream with the verdict, then records, logs and reports.
+//
+//go:noinline
+func (l *ProxyListener) endCopied(s *session, lease pool.Lease, upAddr net.Addr, res *splice.Result) {
+	clientAddr := s.client.RemoteAddr()
 	// The client goes first: it must not wait for the pool's checks.
 	s.client.Close()
 	s.phase.Store(uint32(PhaseRelease))
-	outcome := lease.Release(l.verdictOf(&res))
+	outcome := lease.Release(l.verdictOf(res))
 
+	info := SessionInfo{ID: s.id, ClientAddr: clientAddr, Start: s.start}
+	info.Source = lease.Source()
 	info.UpstreamAddr = upAddr
-	info.Result = res
+	info.Result = *res
 	info.Outcome = outcome
 	info.Err = res.Err
 	info.Duration = time.Since(s.start)
-	l.stats.record(&res)
+	l.stats.record(res)
 	l.log.sessionEnded(&info)
 	l.endSession(&info)
+}
+
+// getUpstream takes an upstream from the pool under GetTimeout (and
+// Close). An idle one needs no wait, so no timer: TryGet first.
+func (l *ProxyListener) getUpstream() (pool.Lease, error) {
+	if lease, ok := l.pool.TryGet(); ok {
+		return lease, nil
+	}
+	ctx, cancel := context.WithTimeout(l.hardCtx, l.cfg.getTimeout())
+	defer cancel()
+	return l.pool.Get(ctx)
 }
 
 // handshaker is a client conn that completes a handshake of its own

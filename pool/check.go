@@ -26,6 +26,10 @@ type pconn struct {
 	created   time.Time
 	idleSince time.Time
 	used      bool // served a client before: unread bytes now mean stale
+	// readyAt, when set, is when a fence's quiet period ends: the conn is
+	// not handed out before, and the hand-out peek then sees any byte
+	// that followed the echo. Hand-out clears it.
+	readyAt time.Time
 	// wrapped: conn is not the socket itself (a *tls.Conn, say), so it
 	// may hold read-ahead bytes that a peek of the socket cannot see.
 	wrapped bool

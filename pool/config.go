@@ -141,7 +141,8 @@ type Config struct {
 	ResetTimeout time.Duration
 	// QuietPeriod is how long Release waits before its final peek on a
 	// used connection, so that a late byte already in flight is seen.
-	// Zero means DefaultQuietPeriod; negative means no wait.
+	// Zero means DefaultQuietPeriod; negative means no wait. It is
+	// skipped when Reset is a Fence, which drains such a byte anyway.
 	QuietPeriod time.Duration
 
 	// Logger receives the spare keeper's state changes: "upstream down"

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"time"
 )
 
@@ -25,6 +26,11 @@ const (
 // requires that nothing follows within a short quiet period. For example
 // Redis: Fence([]byte("PING\r\n"), []byte("+PONG\r\n")); memcached:
 // Fence([]byte("mn\r\n"), []byte("MN\r\n")). It panics if expect is empty.
+//
+// As the pool's Config.Reset, the fence returns at its echo and leaves
+// the quiet period to the pool, which hands the conn to no client before
+// it ends and then peeks it (bytes that followed the echo close it as
+// stale); and since the fence drains, Release skips QuietPeriod before it.
 //
 // The hook reads through the conn itself (so on TLS it sees what the
 // tls.Conn has buffered, which a socket peek cannot), honours ctx's
@@ -65,6 +71,24 @@ func FenceFunc(next func() (send, expect []byte)) func(ctx context.Context, c ne
 	}
 }
 
+// fenceBufs holds the fence's read buffers.
+var fenceBufs = sync.Pool{New: func() any { return new(fenceScratch) }}
+
+type fenceScratch struct {
+	buf  [4096]byte
+	tail []byte // the last bytes read, to match the echo against
+}
+
+// resetNote is how a fence called by the pool as its Reset hook tells it
+// that it drained the conn and which quiet period must pass before the
+// conn may serve a client (see runReset). It rides in the hook's ctx.
+type resetNote struct {
+	drains     bool      // the hook read until its echo: nothing owed is left
+	quietUntil time.Time // nothing may arrive before this; zero: no wait
+}
+
+type resetNoteKey struct{}
+
 // errFenceTrailing says bytes followed the echo.
 var errFenceTrailing = errors.New("pool: fence: bytes after the echo")
 
@@ -94,8 +118,13 @@ func fence(ctx context.Context, c net.Conn, send, expect []byte) (err error) {
 	if _, err := c.Write(send); err != nil {
 		return wrap("write", err)
 	}
-	buf := make([]byte, 4096)
-	tail := make([]byte, 0, 2*len(expect)+len(buf))
+	sc := fenceBufs.Get().(*fenceScratch)
+	buf := sc.buf[:]
+	tail := sc.tail[:0]
+	defer func() {
+		sc.tail = tail[:0]
+		fenceBufs.Put(sc)
+	}()
 	for total := 0; ; {
 		n, err := c.Read(buf)
 		if n > 0 {
@@ -116,7 +145,15 @@ func fence(ctx context.Context, c net.Conn, send, expect []byte) (err error) {
 		}
 	}
 
-	// Nothing may follow the echo.
+	// Nothing may follow the echo. Called by the pool, the fence leaves
+	// that check to it: the pool keeps the conn from every client until
+	// the quiet period has passed and then peeks it, which sees whatever
+	// arrived in the meantime, without holding this goroutine or a timer.
+	if n, _ := ctx.Value(resetNoteKey{}).(*resetNote); n != nil {
+		n.drains = true
+		n.quietUntil = time.Now().Add(fenceQuiet)
+		return nil
+	}
 	quiet := time.Now().Add(fenceQuiet)
 	if hasDeadline && deadline.Before(quiet) {
 		quiet = deadline

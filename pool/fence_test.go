@@ -171,3 +171,68 @@ func TestFenceAsReset(t *testing.T) {
 		t.Errorf("Release: got %v; want closed-reset-failed", out)
 	}
 }
+
+// lateAfterPong answers PING with +PONG and, on the second PING only,
+// sends +LATE 1 ms after it: bytes that follow the fence's echo inside its
+// quiet period, after Release's own peek. Anything else is echoed.
+func lateAfterPong(c net.Conn) {
+	pings := 0
+	for {
+		line, err := readLine(c)
+		if err != nil {
+			return
+		}
+		reply := line
+		if line == "PING\r\n" {
+			pings++
+			reply = "+PONG\r\n"
+			if pings == 2 {
+				io.WriteString(c, reply)
+				time.Sleep(time.Millisecond)
+				reply = "+LATE\r\n"
+			}
+		}
+		if _, err := io.WriteString(c, reply); err != nil {
+			return
+		}
+	}
+}
+
+// The pool's Fence leaves its quiet period after the echo to the pool:
+// the conn is not handed out before the period ends, and the hand-out
+// peek then catches what followed the echo, so it never reaches a client.
+func TestFenceQuietPeriodAtHandOut(t *testing.T) {
+	t.Parallel()
+	requirePeekFor(t, ReuseIfVerified)
+	up := startUpstream(t, lateAfterPong)
+	p := newPool(t, Config{Addr: up.Addr(), Reuse: ReuseIfVerified, Reset: ping})
+
+	// First release: a plain fence, kept; Release skips QuietPeriod from
+	// now on, since the fence drains.
+	l := mustGet(t, p)
+	roundTrip(t, l.Conn(), "a")
+	if out := l.Release(clean); out != KeptUsed {
+		t.Fatalf("Release: got %v; want kept-used", out)
+	}
+	if !p.resetDrains.Load() {
+		t.Error("the pool did not learn that its Fence drains")
+	}
+	l = mustGet(t, p)
+	if l.Source() != SourceReused {
+		t.Fatalf("got source %v; want reused", l.Source())
+	}
+	roundTrip(t, l.Conn(), "b")
+	// Second fence: +LATE arrives 1 ms after the echo.
+	l.Release(clean)
+	for range 3 {
+		l = mustGet(t, p)
+		if got := roundTrip(t, l.Conn(), "c"); got != "c" {
+			t.Fatalf("next client got %q; want its own echo (bytes after the fence's echo leaked)", got)
+		}
+		l.Release(Verdict{Used: true})
+	}
+	if st := p.Stats(); st.Closed[ClosedStale]+st.Closed[ClosedResetFailed] != 1 {
+		t.Errorf("stats: %d closed-stale, %d closed-reset-failed; want one in all",
+			st.Closed[ClosedStale], st.Closed[ClosedResetFailed])
+	}
+}

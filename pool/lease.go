@@ -209,18 +209,31 @@ func (p *Pool) judge(c *pconn, v Verdict) Outcome {
 	if (p.s.quiet > 0 || p.s.reset != nil) && p.full() {
 		return ClosedFull
 	}
-	if p.s.quiet > 0 {
+	// The quiet period lets a late byte arrive before the peek. A Reset
+	// that drains (a Fence: it reads everything up to its own echo) makes
+	// it moot: a late byte is read and dropped with the rest.
+	if p.s.quiet > 0 && !(p.s.reset != nil && p.resetDrains.Load()) {
 		time.Sleep(p.s.quiet)
 	}
 	if out := vetUsed(c.peekUsed()); out != OutcomeNone {
 		return out
 	}
 	if p.s.reset != nil {
-		if err := p.runReset(c); err != nil {
+		var note resetNote
+		if err := p.runReset(c, &note); err != nil {
 			return ClosedResetFailed
 		}
-		if out := vetUsed(c.peekUsed()); out != OutcomeNone {
-			return out
+		if note.drains && !p.resetDrains.Load() {
+			p.resetDrains.Store(true)
+		}
+		// The fence's quiet period after its echo: no client gets the
+		// conn before it ends, and the hand-out peek then sees every byte
+		// a peek now would (see readyAt), so this one is left to it.
+		c.readyAt = note.quietUntil
+		if c.readyAt.IsZero() {
+			if out := vetUsed(c.peekUsed()); out != OutcomeNone {
+				return out
+			}
 		}
 	}
 	c.used = true
@@ -241,8 +254,11 @@ func (p *Pool) full() bool {
 // runReset runs Config.Reset on c under ResetTimeout, with the conn's
 // deadline set to the same instant as a backstop, and clears the
 // deadlines afterwards.
-func (p *Pool) runReset(c *pconn) error {
-	ctx, cancel := context.WithTimeout(p.base, p.s.resetTimeout)
+//
+// The ctx carries note, through which the pool's own Fence reports that
+// it drained the conn and leaves its trailing quiet period to the pool.
+func (p *Pool) runReset(c *pconn, note *resetNote) error {
+	ctx, cancel := context.WithTimeout(context.WithValue(p.base, resetNoteKey{}, note), p.s.resetTimeout)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
 	if err := c.conn.SetDeadline(deadline); err != nil {

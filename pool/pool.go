@@ -25,6 +25,10 @@ type Pool struct {
 	wg     sync.WaitGroup // the keeper and every dial goroutine; Add under mu while open
 	closed atomic.Bool    // mirrors isClosed, for lock-free reads
 
+	// resetDrains is set once Config.Reset reported that it drains the
+	// conn (the pool's Fence does): Release then skips QuietPeriod.
+	resetDrains atomic.Bool
+
 	// upHint is set when a caller's dial succeeded, so the keeper can cut
 	// its backoff short.
 	upHint atomic.Bool
@@ -106,6 +110,7 @@ func (p *Pool) Get(ctx context.Context) (Lease, error) {
 		}
 		if c := p.takeIdleLocked(); c != nil {
 			p.mu.Unlock()
+			waitReady(c)
 			if out := p.checkOut(c); out != OutcomeNone {
 				p.retire(c, out, true)
 				p.mu.Lock()
@@ -122,15 +127,50 @@ func (p *Pool) Get(ctx context.Context) (Lease, error) {
 	}
 }
 
+// TryGet is Get without the wait: it returns an idle connection that
+// passes its checks (the most recently used, else a fresh spare) and
+// true, or false at once when none is idle or the pool is closed. It
+// never dials, so it needs no ctx; callers fall back to Get.
+func (p *Pool) TryGet() (Lease, bool) {
+	p.mu.Lock()
+	for !p.isClosed {
+		c := p.takeIdleLocked()
+		if c == nil {
+			break
+		}
+		p.mu.Unlock()
+		waitReady(c)
+		if out := p.checkOut(c); out != OutcomeNone {
+			p.retire(c, out, true)
+			p.mu.Lock()
+			continue
+		}
+		return p.handOut(c, c.source()), true
+	}
+	p.mu.Unlock()
+	return Lease{}, false
+}
+
 // takeIdleLocked takes the most recently used idle conn, else the oldest
 // spare, and counts it in use. It returns nil when both lists are empty.
+//
+// A used conn still in a fence's quiet period (readyAt) is passed over
+// for one that is past it, or for a spare; taken only when nothing else
+// is idle, and then the caller waits for its readyAt (waitReady).
 func (p *Pool) takeIdleLocked() *pconn {
 	if n := len(p.used); n > 0 {
-		c := p.used[n-1]
-		p.used[n-1] = nil
-		p.used = p.used[:n-1]
-		p.inUse++
-		return c
+		i := n - 1
+		if !p.used[i].readyAt.IsZero() {
+			i = p.readyUsedLocked()
+		}
+		if i >= 0 {
+			c := p.used[i]
+			copy(p.used[i:], p.used[i+1:])
+			p.used[n-1] = nil
+			p.used = p.used[:n-1]
+			p.inUse++
+			return c
+		}
 	}
 	if n := len(p.fresh); n > 0 {
 		c := p.fresh[0]
@@ -141,7 +181,46 @@ func (p *Pool) takeIdleLocked() *pconn {
 		p.kickLocked()
 		return c
 	}
+	if n := len(p.used); n > 0 {
+		// Only conns in their quiet period: the one whose ends first.
+		i := 0
+		for j, c := range p.used {
+			if c.readyAt.Before(p.used[i].readyAt) {
+				i = j
+			}
+		}
+		c := p.used[i]
+		copy(p.used[i:], p.used[i+1:])
+		p.used[n-1] = nil
+		p.used = p.used[:n-1]
+		p.inUse++
+		return c
+	}
 	return nil
+}
+
+// readyUsedLocked returns the index of the most recently released used
+// conn that is past its quiet period, or -1.
+func (p *Pool) readyUsedLocked() int {
+	now := time.Now()
+	for i := len(p.used) - 1; i >= 0; i-- {
+		if r := p.used[i].readyAt; r.IsZero() || !r.After(now) {
+			return i
+		}
+	}
+	return -1
+}
+
+// waitReady waits until c's quiet period (readyAt) is over, and clears
+// it. The caller owns c; checkOut's peek follows.
+func waitReady(c *pconn) {
+	if c.readyAt.IsZero() {
+		return
+	}
+	if d := time.Until(c.readyAt); d > 0 {
+		time.Sleep(d)
+	}
+	c.readyAt = time.Time{}
 }
 
 // handOut starts a new generation of c and returns its lease.
@@ -174,6 +253,15 @@ func (p *Pool) waitFor(ctx context.Context) (Lease, error) {
 				return Lease{}, ErrClosed
 			}
 			return p.dialFor(ctx) // unlocks
+		}
+		if !g.c.readyAt.IsZero() {
+			// Released in its quiet period: wait it out and vet it as
+			// any idle conn, else close it and start over.
+			waitReady(g.c)
+			if out := p.checkOut(g.c); out != OutcomeNone {
+				p.retire(g.c, out, true)
+				return p.Get(ctx)
+			}
 		}
 		return p.handOut(g.c, g.c.source()), nil
 	case <-ctx.Done():
