@@ -16,6 +16,9 @@ const (
 	DefaultGetTimeout = 10 * time.Second
 	// DefaultHandshakeTimeout bounds a TLS client's handshake.
 	DefaultHandshakeTimeout = 10 * time.Second
+	// DefaultVerifiedDrainTimeout is the drain limit when the pool
+	// verifies each used conn with a Reset hook such as a fence.
+	DefaultVerifiedDrainTimeout = 5 * time.Millisecond
 	// DefaultSpares is the number of warm spares the pool made by NewAddr keeps.
 	DefaultSpares = 4
 )
@@ -34,7 +37,10 @@ type Config struct {
 
 	// DrainTimeout is the drain limit used when the pool may reuse the
 	// upstream (splice.Options.DrainTimeout). Zero means
-	// splice.DefaultDrainTimeout.
+	// DefaultVerifiedDrainTimeout when the pool's policy is
+	// pool.ReuseIfVerified (its Reset hook drains whatever reply is still
+	// owed, so a long quiet wait only keeps the upstream from the next
+	// client), else splice.DefaultDrainTimeout.
 	DrainTimeout time.Duration
 
 	// GetTimeout bounds the wait for an upstream connection (a dial or a
@@ -80,6 +86,16 @@ func (c *Config) getTimeout() time.Duration {
 		return c.GetTimeout
 	}
 	return DefaultGetTimeout
+}
+
+func (c *Config) drainTimeout(policy pool.Policy) time.Duration {
+	switch {
+	case c.DrainTimeout > 0:
+		return c.DrainTimeout
+	case policy == pool.ReuseIfVerified:
+		return DefaultVerifiedDrainTimeout
+	}
+	return splice.DefaultDrainTimeout
 }
 
 func (c *Config) handshakeTimeout() time.Duration {

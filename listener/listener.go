@@ -75,7 +75,7 @@ func New(ln net.Listener, p *pool.Pool, cfg Config) (*ProxyListener, error) {
 		sessions: make(map[*session]struct{}),
 		opts: splice.Options{
 			IdleTimeout:  cfg.SessionIdleTimeout,
-			DrainTimeout: cfg.DrainTimeout,
+			DrainTimeout: cfg.drainTimeout(p.Policy()),
 			Reuse:        p.Policy() != pool.ReuseNever,
 		},
 	}

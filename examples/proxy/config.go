@@ -17,7 +17,6 @@ import (
 
 	"github.com/relaykit/relay/listener"
 	"github.com/relaykit/relay/pool"
-	"github.com/relaykit/relay/splice"
 )
 
 // usageError reports a bad flag, environment variable or config file
@@ -72,7 +71,6 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 		maxIdle:       pool.DefaultMaxIdle,
 		dialTimeout:   pool.DefaultDialTimeout,
 		getTimeout:    listener.DefaultGetTimeout,
-		drain:         splice.DefaultDrainTimeout,
 		shutdownGrace: 10 * time.Second,
 		logLevel:      slog.LevelInfo,
 	}
@@ -88,7 +86,7 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	flags.Var(durationValue{&cfg.dialTimeout}, "dial-timeout", "bound on one upstream dial, TLS handshake included (`d`; 0: library default)")
 	flags.Var(durationValue{&cfg.getTimeout}, "get-timeout", "bound on a client's wait for an upstream conn before it is closed (`d`; 0: library default)")
 	flags.Var(durationValue{&cfg.sessionIdle}, "session-idle-timeout", "end a session when no byte moved either way for `d` (0: never)")
-	flags.Var(durationValue{&cfg.drain}, "drain-timeout", "with reuse: after the client's FIN, relay the reply until the upstream is quiet for `d` (0: library default)")
+	flags.Var(durationValue{&cfg.drain}, "drain-timeout", "with reuse: after the client's FIN, relay the reply until the upstream is quiet for `d` (0: 50ms, or 5ms with a fence, which drains late replies itself)")
 	flags.Var(durationValue{&cfg.shutdownGrace}, "shutdown-grace", "on SIGINT/SIGTERM, let sessions finish for `d`, then cut them (0 cuts at once)")
 	flags.Var(&bytesValue{b: &cfg.fenceSend}, "fence-send", "verified reuse: `bytes` written to a used upstream conn before it is kept (escapes \\r \\n \\t \\\\ \\xNN)")
 	flags.Var(&bytesValue{b: &cfg.fenceExpect}, "fence-expect", "verified reuse: `bytes` the reply to -fence-send must end with (same escapes)")
