@@ -12,75 +12,23 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/relaykit/relay/internal/loopback"
 	"github.com/relaykit/relay/pool"
 )
 
-// server is a real upstream on loopback, run by a test. handle runs on
-// its own goroutine for every accepted conn; Close waits for all of them.
-type server struct {
-	ln      net.Listener
-	accepts atomic.Int64
-	wg      sync.WaitGroup
-
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-}
+// server is a real upstream on loopback, run by a test.
+type server = loopback.Server
 
 func startServer(tb testing.TB, handle func(c net.Conn)) *server {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return serveOn(tb, ln, handle)
+	return loopback.Start(tb, handle)
 }
 
 func serveOn(tb testing.TB, ln net.Listener, handle func(c net.Conn)) *server {
-	s := &server{ln: ln, conns: make(map[net.Conn]struct{})}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.accepts.Add(1)
-			s.mu.Lock()
-			s.conns[c] = struct{}{}
-			s.mu.Unlock()
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				defer func() {
-					s.mu.Lock()
-					delete(s.conns, c)
-					s.mu.Unlock()
-					c.Close()
-				}()
-				handle(c)
-			}()
-		}
-	}()
-	tb.Cleanup(s.Close)
-	return s
-}
-
-func (s *server) Addr() string { return s.ln.Addr().String() }
-
-// Close stops accepting, closes every live conn and waits for the handlers.
-func (s *server) Close() {
-	s.ln.Close()
-	s.mu.Lock()
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
+	return loopback.Serve(tb, ln, handle)
 }
 
 // echo copies everything back.

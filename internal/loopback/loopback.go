@@ -1,0 +1,84 @@
+// Package loopback runs small upstream servers on 127.0.0.1 for relay's
+// tests: each accepted conn gets its own handler goroutine, and the
+// server stops in the test's Cleanup, closing every conn and waiting for
+// every handler, so goleak stays quiet.
+package loopback
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// Server is a test server on a loopback listener.
+type Server struct {
+	ln      net.Listener
+	accepts atomic.Int64
+	wg      sync.WaitGroup
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{} // live conns, closed by Close
+}
+
+// Start listens on 127.0.0.1:0 and serves each conn with handle until the
+// test ends.
+func Start(tb testing.TB, handle func(c net.Conn)) *Server {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return Serve(tb, ln, handle)
+}
+
+// Serve serves each conn accepted from ln with handle until the test ends
+// (or Close). The conn is closed when handle returns.
+func Serve(tb testing.TB, ln net.Listener, handle func(c net.Conn)) *Server {
+	s := &Server{ln: ln, conns: make(map[net.Conn]struct{})}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.accepts.Add(1)
+			s.mu.Lock()
+			s.conns[c] = struct{}{}
+			s.mu.Unlock()
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				defer func() {
+					s.mu.Lock()
+					delete(s.conns, c)
+					s.mu.Unlock()
+					c.Close()
+				}()
+				handle(c)
+			}()
+		}
+	}()
+	tb.Cleanup(s.Close)
+	return s
+}
+
+// Addr returns the listening address as host:port.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Accepts returns how many conns the server has accepted.
+func (s *Server) Accepts() int64 { return s.accepts.Load() }
+
+// Close stops accepting, closes every live conn and waits for the
+// handlers to return. It is safe to call more than once.
+func (s *Server) Close() {
+	s.ln.Close()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
