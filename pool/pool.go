@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,28 +104,19 @@ func (p *Pool) Get(ctx context.Context) (Lease, error) {
 		return Lease{}, err
 	}
 	p.mu.Lock()
-	for {
-		if p.isClosed {
-			p.mu.Unlock()
-			return Lease{}, ErrClosed
-		}
-		if c := p.takeIdleLocked(); c != nil {
-			p.mu.Unlock()
-			waitReady(c)
-			if out := p.checkOut(c); out != OutcomeNone {
-				p.retire(c, out, true)
-				p.mu.Lock()
-				continue
-			}
-			return p.handOut(c, c.source()), nil
-		}
-		if p.s.maxOpen == 0 || p.open < p.s.maxOpen {
-			p.open++
-			p.dialing++
-			return p.dialFor(ctx) // unlocks
-		}
-		return p.waitFor(ctx) // unlocks
+	if c := p.checkedIdleLocked(); c != nil {
+		return p.handOut(c, c.source()), nil
 	}
+	if p.isClosed {
+		p.mu.Unlock()
+		return Lease{}, ErrClosed
+	}
+	if p.s.maxOpen == 0 || p.open < p.s.maxOpen {
+		p.open++
+		p.dialing++
+		return p.dialFor(ctx) // unlocks
+	}
+	return p.waitFor(ctx) // unlocks
 }
 
 // TryGet is Get without the wait: it returns an idle connection that
@@ -133,22 +125,41 @@ func (p *Pool) Get(ctx context.Context) (Lease, error) {
 // never dials, so it needs no ctx; callers fall back to Get.
 func (p *Pool) TryGet() (Lease, bool) {
 	p.mu.Lock()
-	for !p.isClosed {
-		c := p.takeIdleLocked()
-		if c == nil {
-			break
-		}
-		p.mu.Unlock()
-		waitReady(c)
-		if out := p.checkOut(c); out != OutcomeNone {
-			p.retire(c, out, true)
-			p.mu.Lock()
-			continue
-		}
+	if c := p.checkedIdleLocked(); c != nil {
 		return p.handOut(c, c.source()), true
 	}
 	p.mu.Unlock()
 	return Lease{}, false
+}
+
+// checkedIdleLocked takes idle conns until one passes its checks, closing
+// those that fail. It is called with p.mu held. It returns the conn,
+// counted in use, with p.mu released; or nil, with p.mu still held, when
+// nothing is idle or the pool is closed.
+func (p *Pool) checkedIdleLocked() *pconn {
+	for !p.isClosed {
+		c := p.takeIdleLocked()
+		if c == nil {
+			return nil
+		}
+		p.mu.Unlock()
+		if p.vet(c) {
+			return c
+		}
+		p.mu.Lock()
+	}
+	return nil
+}
+
+// vet waits out c's quiet period and checks it for hand-out; a conn that
+// fails is closed and counted. c is counted in use; the caller owns it.
+func (p *Pool) vet(c *pconn) bool {
+	waitReady(c)
+	if out := p.checkOut(c); out != OutcomeNone {
+		p.retire(c, out, true)
+		return false
+	}
+	return true
 }
 
 // takeIdleLocked takes the most recently used idle conn, else the oldest
@@ -158,45 +169,36 @@ func (p *Pool) TryGet() (Lease, bool) {
 // for one that is past it, or for a spare; taken only when nothing else
 // is idle, and then the caller waits for its readyAt (waitReady).
 func (p *Pool) takeIdleLocked() *pconn {
-	if n := len(p.used); n > 0 {
-		i := n - 1
-		if !p.used[i].readyAt.IsZero() {
-			i = p.readyUsedLocked()
-		}
-		if i >= 0 {
-			c := p.used[i]
-			copy(p.used[i:], p.used[i+1:])
-			p.used[n-1] = nil
-			p.used = p.used[:n-1]
-			p.inUse++
-			return c
-		}
+	i := -1
+	switch {
+	case len(p.used) > 0 && p.used[len(p.used)-1].readyAt.IsZero():
+		i = len(p.used) - 1
+	case len(p.used) > 0:
+		i = p.readyUsedLocked()
 	}
-	if n := len(p.fresh); n > 0 {
+	if i < 0 && len(p.fresh) > 0 {
 		c := p.fresh[0]
-		copy(p.fresh, p.fresh[1:])
-		p.fresh[n-1] = nil
-		p.fresh = p.fresh[:n-1]
+		p.fresh = slices.Delete(p.fresh, 0, 1)
 		p.inUse++
 		p.kickLocked()
 		return c
 	}
-	if n := len(p.used); n > 0 {
+	if i < 0 && len(p.used) > 0 {
 		// Only conns in their quiet period: the one whose ends first.
-		i := 0
+		i = 0
 		for j, c := range p.used {
 			if c.readyAt.Before(p.used[i].readyAt) {
 				i = j
 			}
 		}
-		c := p.used[i]
-		copy(p.used[i:], p.used[i+1:])
-		p.used[n-1] = nil
-		p.used = p.used[:n-1]
-		p.inUse++
-		return c
 	}
-	return nil
+	if i < 0 {
+		return nil
+	}
+	c := p.used[i]
+	p.used = slices.Delete(p.used, i, i+1)
+	p.inUse++
+	return c
 }
 
 // readyUsedLocked returns the index of the most recently released used
@@ -254,14 +256,10 @@ func (p *Pool) waitFor(ctx context.Context) (Lease, error) {
 			}
 			return p.dialFor(ctx) // unlocks
 		}
-		if !g.c.readyAt.IsZero() {
-			// Released in its quiet period: wait it out and vet it as
-			// any idle conn, else close it and start over.
-			waitReady(g.c)
-			if out := p.checkOut(g.c); out != OutcomeNone {
-				p.retire(g.c, out, true)
-				return p.Get(ctx)
-			}
+		if !g.c.readyAt.IsZero() && !p.vet(g.c) {
+			// Released in its quiet period, then failed its checks:
+			// start over.
+			return p.Get(ctx)
 		}
 		return p.handOut(g.c, g.c.source()), nil
 	case <-ctx.Done():
@@ -288,13 +286,8 @@ func (p *Pool) noteWait(start time.Time) {
 }
 
 func (p *Pool) removeWaiterLocked(w *waiter) {
-	for i, x := range p.waiters {
-		if x == w {
-			copy(p.waiters[i:], p.waiters[i+1:])
-			p.waiters[len(p.waiters)-1] = nil
-			p.waiters = p.waiters[:len(p.waiters)-1]
-			return
-		}
+	if i := slices.Index(p.waiters, w); i >= 0 {
+		p.waiters = slices.Delete(p.waiters, i, i+1)
 	}
 }
 
@@ -304,9 +297,7 @@ func (p *Pool) popWaiterLocked() *waiter {
 		return nil
 	}
 	w := p.waiters[0]
-	copy(p.waiters, p.waiters[1:])
-	p.waiters[len(p.waiters)-1] = nil
-	p.waiters = p.waiters[:len(p.waiters)-1]
+	p.waiters = slices.Delete(p.waiters, 0, 1)
 	return w
 }
 
