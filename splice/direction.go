@@ -9,10 +9,6 @@ import (
 	"time"
 )
 
-// errNoSplice is returned by spliceCopy where there is no kernel path
-// (off Linux); the direction then copies in user space.
-var errNoSplice = errors.New("splice: splice(2) not supported for this socket")
-
 // direction is one direction of a session: it reads src and writes dst.
 type direction struct {
 	s                *session
@@ -64,11 +60,7 @@ func (d *direction) run() {
 // stranded).
 func (d *direction) copy() (rerr, werr error) {
 	if d.res.Spliced {
-		rerr, werr = d.spliceCopy()
-		if rerr != errNoSplice {
-			return rerr, werr
-		}
-		d.res.Spliced = false
+		return d.spliceCopy()
 	}
 	return d.bufferCopy()
 }
