@@ -39,9 +39,11 @@ type ProxyListener struct {
 	hardCtx    context.Context
 	hardCancel context.CancelFunc
 
-	mu       sync.Mutex
-	closing  bool          // Shutdown or Close was called; guarded by mu
-	done     chan struct{} // closed when closing becomes true
+	mu sync.Mutex
+	// done is closed, under mu, when Shutdown or Close is called. A
+	// session is registered (sessWG.Add) under mu only while it is open,
+	// so the stop verbs' Wait never races with an Add.
+	done     chan struct{}
 	sessions map[*session]struct{}
 	nextID   uint64
 	serveWG  sync.WaitGroup // running Serve loops
@@ -125,7 +127,7 @@ func (l *ProxyListener) Pool() *pool.Pool { return l.pool }
 // error. It may be called from several goroutines at once.
 func (l *ProxyListener) Serve() error {
 	l.mu.Lock()
-	if l.closing {
+	if l.closed() {
 		l.mu.Unlock()
 		return ErrClosed
 	}
@@ -141,7 +143,7 @@ func (l *ProxyListener) Serve() error {
 		c, err := l.ln.Accept()
 		if err != nil {
 			l.releaseSlot()
-			if l.isClosing() {
+			if l.closed() {
 				return ErrClosed
 			}
 			if !temporary(err) {
@@ -169,12 +171,7 @@ func (l *ProxyListener) Serve() error {
 // false when the ProxyListener is closing.
 func (l *ProxyListener) acquireSlot() bool {
 	if l.sem == nil {
-		select {
-		case <-l.done:
-			return false
-		default:
-			return true
-		}
+		return !l.closed()
 	}
 	select {
 	case l.sem <- struct{}{}:
@@ -201,10 +198,14 @@ func (l *ProxyListener) sleep(d time.Duration) bool {
 	}
 }
 
-func (l *ProxyListener) isClosing() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.closing
+// closed reports whether Shutdown or Close was called.
+func (l *ProxyListener) closed() bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // nextBackoff doubles d from 5 ms up to 1 s, as net/http's Serve does.
@@ -270,8 +271,7 @@ func (l *ProxyListener) Close() error {
 // listener so that blocked Accepts return.
 func (l *ProxyListener) beginClose() {
 	l.mu.Lock()
-	if !l.closing {
-		l.closing = true
+	if !l.closed() {
 		close(l.done)
 		if err := l.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			l.stopErr = fmt.Errorf("listener: close: %w", err)

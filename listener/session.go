@@ -1,6 +1,7 @@
 package listener
 
 import (
+	"cmp"
 	"context"
 	"net"
 	"slices"
@@ -69,22 +70,14 @@ func (s *session) state() SessionState {
 }
 
 func sortStates(s []SessionState) {
-	slices.SortFunc(s, func(a, b SessionState) int {
-		switch {
-		case a.ID < b.ID:
-			return -1
-		case a.ID > b.ID:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(s, func(a, b SessionState) int { return cmp.Compare(a.ID, b.ID) })
 }
 
 // startSession registers c and starts its goroutine. It reports false
 // when the ProxyListener is already closing (the caller closes c).
 func (l *ProxyListener) startSession(c net.Conn) bool {
 	l.mu.Lock()
-	if l.closing {
+	if l.closed() {
 		l.mu.Unlock()
 		return false
 	}
