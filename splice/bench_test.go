@@ -35,34 +35,7 @@ func benchRelay(b *testing.B, mode string, size int) {
 		sunk <- n
 	}()
 
-	relayed := make(chan struct{})
-	switch mode {
-	case "splice", "fallback":
-		c, u := joinClient, joinUpstream
-		if mode == "fallback" {
-			c, u = hideConn{c}, hideConn{u}
-		}
-		go func() {
-			defer close(relayed)
-			r := Join(context.Background(), c, u, Options{})
-			if r.Up.Spliced != (mode == "splice" && tcpT.wantSpliced()) || r.Err != nil {
-				b.Errorf("Spliced %v, Err %v", r.Up.Spliced, r.Err)
-			}
-		}()
-	case "iocopy":
-		back := make(chan struct{})
-		go func() {
-			io.Copy(joinClient, joinUpstream)
-			joinClient.(*net.TCPConn).CloseWrite()
-			close(back)
-		}()
-		go func() {
-			defer close(relayed)
-			io.Copy(joinUpstream, joinClient)
-			joinUpstream.(*net.TCPConn).CloseWrite()
-			<-back
-		}()
-	}
+	relayed := startRelay(b, mode, joinClient, joinUpstream)
 
 	buf := make([]byte, size)
 	b.SetBytes(int64(size))
@@ -111,6 +84,41 @@ func benchPingPong(b *testing.B, mode string) {
 		}
 	}()
 
+	relayed := startRelay(b, mode, joinClient, joinUpstream)
+
+	req := make([]byte, 64)
+	resp := make([]byte, 64)
+	b.SetBytes(64)
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := processCPU()
+	for i := range b.N {
+		req[0] = byte(i)
+		if _, err := clientEnd.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(clientEnd, resp); err != nil {
+			b.Fatal(err)
+		}
+		if resp[0] != byte(i) {
+			b.Fatalf("reply %d to request %d", resp[0], byte(i))
+		}
+	}
+	b.StopTimer()
+	// CPU of the whole process (load, echo and relay): the relay's share
+	// is what differs between the modes.
+	b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+	clientEnd.(*net.TCPConn).CloseWrite()
+	<-echoed
+	upstreamEnd.(*net.TCPConn).CloseWrite()
+	<-relayed
+}
+
+// startRelay relays between joinClient and joinUpstream in mode: Join on
+// kernel sockets ("splice"), Join on conns that hide them ("fallback"),
+// or a plain pair of io.Copy ("iocopy"). The returned channel is closed
+// when the relay has returned, after both ends sent FIN.
+func startRelay(b *testing.B, mode string, joinClient, joinUpstream net.Conn) <-chan struct{} {
 	relayed := make(chan struct{})
 	switch mode {
 	case "splice", "fallback":
@@ -139,31 +147,5 @@ func benchPingPong(b *testing.B, mode string) {
 			<-back
 		}()
 	}
-
-	req := make([]byte, 64)
-	resp := make([]byte, 64)
-	b.SetBytes(64)
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu0 := processCPU()
-	for i := range b.N {
-		req[0] = byte(i)
-		if _, err := clientEnd.Write(req); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := io.ReadFull(clientEnd, resp); err != nil {
-			b.Fatal(err)
-		}
-		if resp[0] != byte(i) {
-			b.Fatalf("reply %d to request %d", resp[0], byte(i))
-		}
-	}
-	b.StopTimer()
-	// CPU of the whole process (load, echo and relay): the relay's share
-	// is what differs between the modes.
-	b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
-	clientEnd.(*net.TCPConn).CloseWrite()
-	<-echoed
-	upstreamEnd.(*net.TCPConn).CloseWrite()
-	<-relayed
+	return relayed
 }
