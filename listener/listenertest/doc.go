@@ -53,9 +53,9 @@
 //
 // Sessions and Session return handles on sessions, with their bytes each
 // way and state, and act on one session: Pause, Resume, Cut, Reset,
-// CloseWrite. Counts and the Wait methods wait for events with a ctx:
-// sessions accepted, upstreams returned to the pool, client FINs passed
-// on. A Hook fault calls a function for each chunk, which decides its
+// CloseWrite. Counts reports totals since New, and the Wait methods wait
+// for them with a ctx: sessions accepted, upstreams returned to the pool,
+// client FINs passed on. A Hook fault calls a function for each chunk, which decides its
 // fate (Pass, Delay, Drop, Reset), for tests that need exact control
 // instead of timers.
 package listenertest

