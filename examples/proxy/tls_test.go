@@ -6,10 +6,11 @@ import (
 	"net"
 	"regexp"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/relaykit/relay/internal/loopback"
 )
 
 // TestRunTLSTermination runs the proxy with -tls-cert/-tls-key in front
@@ -44,10 +45,7 @@ func TestRunTLSTermination(t *testing.T) {
 
 // tlsEcho is a TLS line-echo upstream for the tests: "tls: <line>".
 type tlsEcho struct {
-	ln      net.Listener
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	cs      map[net.Conn]struct{}
+	*loopback.Server
 	resumed atomic.Int32 // handshakes that resumed a session
 }
 
@@ -61,55 +59,27 @@ func startTLSEcho(t *testing.T, cert testCert) *tlsEcho {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &tlsEcho{ln: ln, cs: make(map[net.Conn]struct{})}
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
+	e := &tlsEcho{}
+	e.Server = loopback.Serve(t, ln, func(c net.Conn) {
+		tc := c.(*tls.Conn)
+		if err := tc.Handshake(); err != nil {
+			return
+		}
+		if tc.ConnectionState().DidResume {
+			e.resumed.Add(1)
+		}
+		r := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			line, err := r.ReadString('\n')
 			if err != nil {
 				return
 			}
-			e.mu.Lock()
-			e.cs[c] = struct{}{}
-			e.mu.Unlock()
-			e.wg.Add(1)
-			go func() {
-				defer e.wg.Done()
-				defer c.Close()
-				tc := c.(*tls.Conn)
-				if err := tc.Handshake(); err != nil {
-					return
-				}
-				if tc.ConnectionState().DidResume {
-					e.resumed.Add(1)
-				}
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if _, err := c.Write([]byte("tls: " + line)); err != nil {
-						return
-					}
-				}
-			}()
+			if _, err := c.Write([]byte("tls: " + line)); err != nil {
+				return
+			}
 		}
-	}()
-	t.Cleanup(e.close)
+	})
 	return e
-}
-
-// close stops the server and waits for its goroutines.
-func (e *tlsEcho) close() {
-	e.ln.Close()
-	e.mu.Lock()
-	for c := range e.cs {
-		c.Close()
-	}
-	e.mu.Unlock()
-	e.wg.Wait()
 }
 
 // TestRunUpstreamTLS checks the upstream TLS flags against a TLS echo
@@ -136,7 +106,7 @@ func TestRunUpstreamTLS(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			noLeaks(t)
 			up := startTLSEcho(t, tt.cert)
-			args := append([]string{"-listen", "127.0.0.1:0", "-upstream", up.ln.Addr().String(), "-upstream-tls",
+			args := append([]string{"-listen", "127.0.0.1:0", "-upstream", up.Addr(), "-upstream-tls",
 				"-spares", "1", "-get-timeout", "2s", "-dial-timeout", "2s"}, tt.flags...)
 			r := startProxy(t, args...)
 			reply, err := roundTrip(t, r.addr, "hello", nil)
@@ -164,7 +134,7 @@ func TestRunUpstreamTLS(t *testing.T) {
 				}
 			}
 			r.mustStop()
-			up.close()
+			up.Close()
 		})
 	}
 }
