@@ -173,6 +173,7 @@ type settings struct {
 	reset        func(ctx context.Context, c net.Conn) error
 	resetTimeout time.Duration
 	quiet        time.Duration // <= 0: no wait
+	fenceQuiet   time.Duration // the pool's Fence: no client before echo + this
 	log          *slog.Logger
 }
 
@@ -258,6 +259,7 @@ func (cfg *Config) validate() (settings, error) {
 	if s.quiet == 0 {
 		s.quiet = DefaultQuietPeriod
 	}
+	s.fenceQuiet = fenceQuiet
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	} else if s.addr != "" {

@@ -80,11 +80,12 @@ type fenceScratch struct {
 }
 
 // resetNote is how a fence called by the pool as its Reset hook tells it
-// that it drained the conn and which quiet period must pass before the
-// conn may serve a client (see runReset). It rides in the hook's ctx.
+// that it drained the conn and when its echo came: the pool then keeps
+// the conn from clients for the fence's quiet period after that (see
+// runReset). It rides in the hook's ctx.
 type resetNote struct {
-	drains     bool      // the hook read until its echo: nothing owed is left
-	quietUntil time.Time // nothing may arrive before this; zero: no wait
+	drains bool      // the hook read until its echo: nothing owed is left
+	echoAt time.Time // when the echo was read; zero: no quiet period owed
 }
 
 type resetNoteKey struct{}
@@ -151,7 +152,7 @@ func fence(ctx context.Context, c net.Conn, send, expect []byte) (err error) {
 	// arrived in the meantime, without holding this goroutine or a timer.
 	if n, _ := ctx.Value(resetNoteKey{}).(*resetNote); n != nil {
 		n.drains = true
-		n.quietUntil = time.Now().Add(fenceQuiet)
+		n.echoAt = time.Now()
 		return nil
 	}
 	quiet := time.Now().Add(fenceQuiet)

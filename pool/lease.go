@@ -229,8 +229,9 @@ func (p *Pool) judge(c *pconn, v Verdict) Outcome {
 		// The fence's quiet period after its echo: no client gets the
 		// conn before it ends, and the hand-out peek then sees every byte
 		// a peek now would (see readyAt), so this one is left to it.
-		c.readyAt = note.quietUntil
-		if c.readyAt.IsZero() {
+		if !note.echoAt.IsZero() {
+			c.readyAt = note.echoAt.Add(p.s.fenceQuiet)
+		} else {
 			if out := vetUsed(c.peekUsed()); out != OutcomeNone {
 				return out
 			}

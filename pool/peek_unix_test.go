@@ -120,6 +120,7 @@ func TestTLSStaleBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	sent := make(chan struct{}, 1) // the second reply is on its way
 	up := &upstream{ln: ln, handle: serveLines(func(c net.Conn, line string) string {
 		switch line {
 		case "one-record\n": // both replies in one TLS record
@@ -127,7 +128,9 @@ func TestTLSStaleBytes(t *testing.T) {
 		case "two-records\n": // the second one later, in a record of its own
 			io.WriteString(c, "one\n")
 			time.Sleep(20 * time.Millisecond)
-			return "two\n"
+			io.WriteString(c, "two\n")
+			sent <- struct{}{}
+			return ""
 		}
 		return line
 	}), conns: make(map[net.Conn]struct{})}
@@ -155,7 +158,9 @@ func TestTLSStaleBytes(t *testing.T) {
 		if got := roundTrip(t, l.Conn(), cmd); got != "one" {
 			t.Fatalf("%s: got %q; want %q", cmd, got, "one")
 		}
-		time.Sleep(50 * time.Millisecond)
+		if cmd == "two-records" {
+			<-sent // written on loopback: in our socket's buffer now
+		}
 		if out := l.Release(clean); out != ClosedStale {
 			t.Errorf("%s: Release with a reply pending: got %v; want closed-stale", cmd, out)
 		}

@@ -130,7 +130,7 @@ func TestDeadAtRelease(t *testing.T) {
 	if got := roundTrip(t, l.Conn(), "quit"); got != "bye" {
 		t.Fatalf("got %q", got)
 	}
-	time.Sleep(50 * time.Millisecond) // for the FIN to land
+	eventually(t, "the server's close", func() bool { return up.Open() == 0 })
 	if out := l.Release(clean); out != ClosedDead {
 		t.Errorf("Release after the server's FIN: got %v; want closed-dead", out)
 	}
