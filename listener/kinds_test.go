@@ -60,6 +60,7 @@ func TestListenerKinds(t *testing.T) {
 			}
 			served := make(chan error, 1)
 			go func() { served <- l.Serve() }()
+			t.Cleanup(func() { l.Close() }) // also when the test fails first
 			c, err := net.Dial(tt.network, l.Addr().String())
 			if err != nil {
 				t.Fatal(err)

@@ -443,6 +443,7 @@ func TestAcceptErrors(t *testing.T) {
 		}
 		served := make(chan error, 1)
 		go func() { served <- l.Serve() }()
+		t.Cleanup(func() { l.Close() }) // also when the test fails first
 		if got, err := exchange(dial(t, l.Addr().String()), "ok\n"); err != nil || got != "ok\n" {
 			t.Fatalf("after temporary errors: got %q, %v; want the echo", got, err)
 		}

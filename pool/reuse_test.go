@@ -75,6 +75,8 @@ func TestStaleAtRelease(t *testing.T) {
 func TestStaleAtHandOut(t *testing.T) {
 	t.Parallel()
 	push := make(chan struct{})
+	closePush := sync.OnceFunc(func() { close(push) })
+	t.Cleanup(closePush) // the server's goroutine ends even if the test fails first
 	pushed := make(chan struct{})
 	// "push" is answered at once; later, on the test's signal, the server
 	// writes again on the idle conn.
@@ -99,7 +101,7 @@ func TestStaleAtHandOut(t *testing.T) {
 	if out := l.Release(clean); out != KeptUsed {
 		t.Fatalf("Release: got %v; want kept-used", out)
 	}
-	close(push)
+	closePush()
 	<-pushed
 	time.Sleep(50 * time.Millisecond) // for the bytes to land
 

@@ -120,7 +120,11 @@ func TestDialOutlivesCaller(t *testing.T) {
 	up := startUpstream(t, echo)
 	release := make(chan struct{})
 	dial := func(ctx context.Context) (net.Conn, error) {
-		<-release
+		select {
+		case <-release:
+		case <-ctx.Done(): // Close on a failed test: do not hang
+			return nil, ctx.Err()
+		}
 		return tcpDial(up.Addr())(ctx)
 	}
 	p := newPool(t, Config{Dial: dial})
@@ -151,7 +155,11 @@ func TestDialOutlivesCallerServesNextWaiter(t *testing.T) {
 	up := startUpstream(t, echo)
 	release := make(chan struct{})
 	dial := func(ctx context.Context) (net.Conn, error) {
-		<-release
+		select {
+		case <-release:
+		case <-ctx.Done(): // Close on a failed test: do not hang
+			return nil, ctx.Err()
+		}
 		return tcpDial(up.Addr())(ctx)
 	}
 	p := newPool(t, Config{Dial: dial, MaxOpen: 1})
