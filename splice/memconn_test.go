@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relaykit/relay/internal/deadline"
+
 	"golang.org/x/net/nettest"
 )
 
@@ -19,10 +21,10 @@ func memPipe() (*memConn, *memConn) {
 	ab, ba := newMemQueue(), newMemQueue()
 	a := &memConn{in: ba, out: ab, done: make(chan struct{})}
 	b := &memConn{in: ab, out: ba, done: make(chan struct{})}
-	a.rd.init()
-	a.wd.init()
-	b.rd.init()
-	b.wd.init()
+	a.rd = deadline.New()
+	a.wd = deadline.New()
+	b.rd = deadline.New()
+	b.wd = deadline.New()
 	return a, b
 }
 
@@ -47,7 +49,7 @@ func (q *memQueue) changedLocked() {
 
 type memConn struct {
 	in, out *memQueue
-	rd, wd  memDeadline
+	rd, wd  *deadline.Deadline
 	once    sync.Once
 	done    chan struct{} // closed by Close
 }
@@ -57,7 +59,7 @@ func (c *memConn) Read(p []byte) (int, error) {
 		select {
 		case <-c.done:
 			return 0, net.ErrClosed
-		case <-c.rd.wait():
+		case <-c.rd.Wait():
 			return 0, os.ErrDeadlineExceeded
 		default:
 		}
@@ -78,7 +80,7 @@ func (c *memConn) Read(p []byte) (int, error) {
 		q.mu.Unlock()
 		select {
 		case <-notify:
-		case <-c.rd.wait():
+		case <-c.rd.Wait():
 		case <-c.done:
 		}
 	}
@@ -90,7 +92,7 @@ func (c *memConn) Write(p []byte) (int, error) {
 		select {
 		case <-c.done:
 			return n, net.ErrClosed
-		case <-c.wd.wait():
+		case <-c.wd.Wait():
 			return n, os.ErrDeadlineExceeded
 		default:
 		}
@@ -117,7 +119,7 @@ func (c *memConn) Write(p []byte) (int, error) {
 		q.mu.Unlock()
 		select {
 		case <-notify:
-		case <-c.wd.wait():
+		case <-c.wd.Wait():
 		case <-c.done:
 		}
 	}
@@ -140,8 +142,8 @@ func (c *memConn) CloseWrite() error {
 func (c *memConn) Close() error {
 	c.once.Do(func() {
 		close(c.done)
-		c.rd.set(time.Time{})
-		c.wd.set(time.Time{})
+		c.rd.Set(time.Time{})
+		c.wd.Set(time.Time{})
 		c.in.mu.Lock()
 		c.in.gone = true
 		c.in.changedLocked()
@@ -155,12 +157,12 @@ func (c *memConn) Close() error {
 }
 
 func (c *memConn) SetDeadline(t time.Time) error {
-	c.rd.set(t)
-	c.wd.set(t)
+	c.rd.Set(t)
+	c.wd.Set(t)
 	return nil
 }
-func (c *memConn) SetReadDeadline(t time.Time) error  { c.rd.set(t); return nil }
-func (c *memConn) SetWriteDeadline(t time.Time) error { c.wd.set(t); return nil }
+func (c *memConn) SetReadDeadline(t time.Time) error  { c.rd.Set(t); return nil }
+func (c *memConn) SetWriteDeadline(t time.Time) error { c.wd.Set(t); return nil }
 func (c *memConn) LocalAddr() net.Addr                { return memAddr{} }
 func (c *memConn) RemoteAddr() net.Addr               { return memAddr{} }
 
@@ -168,57 +170,6 @@ type memAddr struct{}
 
 func (memAddr) Network() string { return "mem" }
 func (memAddr) String() string  { return "mem" }
-
-// memDeadline is net.Pipe's deadline: a channel closed when it passes.
-type memDeadline struct {
-	mu     sync.Mutex
-	timer  *time.Timer
-	cancel chan struct{}
-}
-
-func (d *memDeadline) init() { d.cancel = make(chan struct{}) }
-
-func (d *memDeadline) set(t time.Time) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.timer != nil && !d.timer.Stop() {
-		<-d.cancel // the callback is closing it
-	}
-	d.timer = nil
-	closed := isClosed(d.cancel)
-	if t.IsZero() {
-		if closed {
-			d.cancel = make(chan struct{})
-		}
-		return
-	}
-	if dur := time.Until(t); dur > 0 {
-		if closed {
-			d.cancel = make(chan struct{})
-		}
-		cancel := d.cancel
-		d.timer = time.AfterFunc(dur, func() { close(cancel) })
-		return
-	}
-	if !closed {
-		close(d.cancel)
-	}
-}
-
-func (d *memDeadline) wait() chan struct{} {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.cancel
-}
-
-func isClosed(c chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
-}
 
 // TestMemConn checks the test's in-memory conn against nettest, so that
 // the synctest tests built on it test Join and not a faulty fake.

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/relaykit/relay/internal/deadline"
 )
 
 // aLongTimeAgo is a deadline in the past: it makes a blocked Read return.
@@ -44,7 +46,7 @@ type clientConn struct {
 
 	// rdl and wdl mirror the deadlines set on the conn, for the faults'
 	// own waits (a wait ends when its deadline passes, as I/O does).
-	rdl, wdl *deadline
+	rdl, wdl *deadline.Deadline
 
 	// rmu guards kicked and orders changes of inner's read deadline.
 	rmu sync.Mutex
@@ -98,7 +100,7 @@ func (c *clientConn) LocalAddr() net.Addr  { return c.inner.LocalAddr() }
 func (c *clientConn) RemoteAddr() net.Addr { return c.addr }
 
 func (c *clientConn) SetDeadline(t time.Time) error {
-	c.wdl.set(t)
+	c.wdl.Set(t)
 	werr := c.inner.SetWriteDeadline(t)
 	if err := c.SetReadDeadline(t); err != nil {
 		return err
@@ -107,7 +109,7 @@ func (c *clientConn) SetDeadline(t time.Time) error {
 }
 
 func (c *clientConn) SetReadDeadline(t time.Time) error {
-	c.rdl.set(t)
+	c.rdl.Set(t)
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	if c.kicked {
@@ -117,7 +119,7 @@ func (c *clientConn) SetReadDeadline(t time.Time) error {
 }
 
 func (c *clientConn) SetWriteDeadline(t time.Time) error {
-	c.wdl.set(t)
+	c.wdl.Set(t)
 	return c.inner.SetWriteDeadline(t)
 }
 
@@ -141,7 +143,7 @@ func (c *clientConn) unkick(err error) bool {
 		return false
 	}
 	c.kicked = false
-	c.inner.SetReadDeadline(c.rdl.get())
+	c.inner.SetReadDeadline(c.rdl.Get())
 	return true
 }
 
@@ -197,66 +199,4 @@ func (u *upstreamConn) SyscallConn() (syscall.RawConn, error) {
 func (u *upstreamConn) Close() error {
 	u.f.forgetUpstream(u)
 	return u.Conn.Close()
-}
-
-// deadline is a conn deadline as a channel, closed when it passes (the
-// way net.Pipe keeps its deadlines).
-type deadline struct {
-	mu     sync.Mutex
-	t      time.Time
-	timer  *time.Timer
-	cancel chan struct{} // closed once t has passed
-}
-
-func newDeadline() *deadline { return &deadline{cancel: make(chan struct{})} }
-
-// set arms the deadline for t; the zero t means none.
-func (d *deadline) set(t time.Time) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.t = t
-	if d.timer != nil && !d.timer.Stop() {
-		<-d.cancel // the timer fired: wait for its callback to close cancel
-	}
-	d.timer = nil
-	closed := isClosed(d.cancel)
-	if t.IsZero() {
-		if closed {
-			d.cancel = make(chan struct{})
-		}
-		return
-	}
-	if dur := time.Until(t); dur > 0 {
-		if closed {
-			d.cancel = make(chan struct{})
-		}
-		c := d.cancel
-		d.timer = time.AfterFunc(dur, func() { close(c) })
-		return
-	}
-	if !closed {
-		close(d.cancel)
-	}
-}
-
-func (d *deadline) get() time.Time {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.t
-}
-
-// wait returns a channel closed when the deadline passes.
-func (d *deadline) wait() <-chan struct{} {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.cancel
-}
-
-func isClosed(c chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
 }

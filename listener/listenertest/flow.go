@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/relaykit/relay/internal/deadline"
 )
 
 // dirState is one direction of one session: where its faults act and
@@ -20,8 +22,8 @@ import (
 // held while waiting, and none is needed to change a fault.
 type dirState struct {
 	s   *Session
-	idx int       // 0 Upstream, 1 Downstream
-	dl  *deadline // the conn's read (Upstream) or write (Downstream) deadline
+	idx int                // 0 Upstream, 1 Downstream
+	dl  *deadline.Deadline // the conn's read (Upstream) or write (Downstream) deadline
 
 	// bytes counts the bytes passed on: returned by Read (Upstream),
 	// written to the client (Downstream). It counts a write before it
@@ -146,7 +148,7 @@ func (d *dirState) gate(op string) (*faultSet, error) {
 		case <-wake:
 		case <-fs.changed:
 		case <-fire:
-		case <-d.dl.wait():
+		case <-d.dl.Wait():
 			return nil, d.s.c.opError(op, os.ErrDeadlineExceeded)
 		case <-d.s.done:
 			return nil, d.s.shutErr(op)
@@ -171,7 +173,7 @@ func (d *dirState) sleepUntil(op string, t time.Time) error {
 	select {
 	case <-timer.C:
 		return nil
-	case <-d.dl.wait():
+	case <-d.dl.Wait():
 		return d.s.c.opError(op, os.ErrDeadlineExceeded)
 	case <-d.s.done:
 		return d.s.shutErr(op)

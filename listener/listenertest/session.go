@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/relaykit/relay/internal/deadline"
+
 	"github.com/relaykit/relay/listener"
 )
 
@@ -51,7 +53,7 @@ func newSession(f *Forwarder, id uint64, c net.Conn) *Session {
 		done:  make(chan struct{}),
 		wake:  make(chan struct{}),
 	}
-	s.c = &clientConn{s: s, inner: c, rdl: newDeadline(), wdl: newDeadline()}
+	s.c = &clientConn{s: s, inner: c, rdl: deadline.New(), wdl: deadline.New()}
 	s.c.addr = &clientAddr{Addr: c.RemoteAddr(), s: s}
 	for i := range s.dirs {
 		d := &s.dirs[i]
@@ -218,8 +220,8 @@ func (s *Session) shut(reset bool) error {
 	s.closed = true
 	close(s.done)
 	s.mu.Unlock()
-	s.c.rdl.set(time.Time{})
-	s.c.wdl.set(time.Time{})
+	s.c.rdl.Set(time.Time{})
+	s.c.wdl.Set(time.Time{})
 	if reset {
 		return resetConn(s.c.inner)
 	}
