@@ -22,6 +22,8 @@ usage: bash bench/run.sh [flags]
   --sessions N     idle sessions held (default 3000)
   --targets LIST   comma-separated subset of:
                    direct,relay-never,relay-verified,haproxy,nginx,socat,iocopy
+  --groups LIST    comma-separated subset of the test groups (default all):
+                   c2u,u2c,echo,idle,tls
   --out FILE       markdown report (default bench/results.md); the raw JSON
                    lines go beside it as FILE with .jsonl
   -h, --help       this text
@@ -31,7 +33,7 @@ EOF
 cmdline="$*"
 all_targets="direct,relay-never,relay-verified,haproxy,nginx,socat,iocopy"
 quick=0 install=0 reps="" warmup="" duration="" sessions=3000
-targets=$all_targets out="bench/results.md"
+targets=$all_targets out="bench/results.md" groups="c2u,u2c,echo,idle,tls"
 while (($#)); do
 	case $1 in
 	--quick) quick=1 ;;
@@ -41,11 +43,18 @@ while (($#)); do
 	--duration) duration=$2; shift ;;
 	--sessions) sessions=$2; shift ;;
 	--targets) targets=$2; shift ;;
+	--groups) groups=$2; shift ;;
 	--out) out=$2; shift ;;
 	-h | --help) usage; exit 0 ;;
 	*) echo "run.sh: unknown flag $1" >&2; usage >&2; exit 2 ;;
 	esac
 	shift
+done
+for g in ${groups//,/ }; do
+	case $g in
+	c2u | u2c | echo | idle | tls) ;;
+	*) echo "run.sh: --groups: unknown group $g" >&2; usage >&2; exit 2 ;;
+	esac
 done
 if ((quick)); then
 	: "${reps:=1}" "${warmup:=250ms}" "${duration:=1s}"
@@ -365,23 +374,26 @@ facts=$tmp/facts.md
 	command -v nginx >/dev/null && echo "- $(nginx -v 2>&1 | head -n1)"
 	command -v socat >/dev/null && echo "- $(socat -V 2>&1 | grep -m1 'socat version')"
 	command -v openssl >/dev/null && echo "- $(openssl version)"
-	echo "- settings: $reps rep(s), warm-up $warmup, measured $duration, $sessions idle sessions, ulimit -n $nofile"
+	echo "- settings: $reps rep(s), warm-up $warmup, measured $duration, groups $groups, $sessions idle sessions, ulimit -n $nofile"
 	echo "- command: \`bash bench/run.sh $cmdline\`"
 	echo "- started: $(date -u '+%Y-%m-%d %H:%M UTC')"
 } >"$facts"
 
 # ---------------------------------------------------------------- run
 
+# in_groups NAME: whether --groups includes NAME.
+in_groups() { [[ ,$groups, == *,$1,* ]]; }
+
 start=$SECONDS
 log "targets: ${run_targets[*]}; $reps rep(s), warm-up $warmup, measured $duration"
 for rep in $(seq "$reps"); do
 	for target in "${run_targets[@]}"; do
 		log "rep $rep/$reps: $target ($((SECONDS - start))s elapsed)"
-		with_proxy "$SINK" 0 step_c2u
-		with_proxy "$SOURCE" 0 step_u2c
-		with_proxy "$ECHO" 0 step_echo
-		with_proxy "$ECHO" 0 step_idle
-		with_proxy "$TLSECHO" 1 step_tls
+		if in_groups c2u; then with_proxy "$SINK" 0 step_c2u; fi
+		if in_groups u2c; then with_proxy "$SOURCE" 0 step_u2c; fi
+		if in_groups echo; then with_proxy "$ECHO" 0 step_echo; fi
+		if in_groups idle; then with_proxy "$ECHO" 0 step_idle; fi
+		if in_groups tls; then with_proxy "$TLSECHO" 1 step_tls; fi
 	done
 done
 log "measured in $((SECONDS - start))s"
