@@ -94,6 +94,11 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	upCA := flags.String("upstream-tls-ca", "", "PEM `file` of CAs to verify the upstream with (default: system roots)")
 	upName := flags.String("upstream-tls-server-name", "", "`name` to verify the upstream's certificate for (default: host of -upstream)")
 	upInsecure := flags.Bool("upstream-tls-insecure", false, "do not verify the upstream's certificate (testing only)")
+	var upCurves []tls.CurveID
+	flags.Var(curvesValue{&upCurves}, "upstream-tls-curves", "TLS key-exchange `groups` to offer the upstream, comma-separated, each "+
+		curvesHelp+"; Go ranks them in its own order (hybrid post-quantum first), not the list's (empty: Go's defaults, "+
+		"X25519MLKEM768 first). X25519 alone matches peers built on OpenSSL 3.0, which lacks ML-KEM, and costs less CPU "+
+		"per handshake, at the price of no post-quantum protection")
 	cert := flags.String("tls-cert", "", "PEM certificate `file`: terminate TLS on the listener (with -tls-key)")
 	key := flags.String("tls-key", "", "PEM private key `file` for -tls-cert")
 	flags.Var(addrValue{s: &cfg.metrics, empty: true}, "metrics", "serve /metrics (Prometheus) and /debug/pprof/ on `host:port` (empty is off)")
@@ -130,13 +135,13 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	}
 
 	if *upTLS {
-		c, err := upstreamTLSConfig(cfg.upstream, *upCA, *upName, *upInsecure)
+		c, err := upstreamTLSConfig(cfg.upstream, *upCA, *upName, *upInsecure, upCurves)
 		if err != nil {
 			return nil, err
 		}
 		cfg.upstreamTLS = c
 	} else {
-		for _, name := range []string{"upstream-tls-ca", "upstream-tls-server-name", "upstream-tls-insecure"} {
+		for _, name := range []string{"upstream-tls-ca", "upstream-tls-server-name", "upstream-tls-insecure", "upstream-tls-curves"} {
 			if set[name] {
 				return nil, &usageError{fmt.Errorf("flag -%s needs -upstream-tls", name)}
 			}
@@ -183,8 +188,9 @@ func (c *config) checkReuse(set map[string]bool) error {
 
 // upstreamTLSConfig builds the client TLS config for dialing upstream.
 // Sessions are cached so that redials resume rather than redo the
-// handshake.
-func upstreamTLSConfig(upstream, caFile, serverName string, insecure bool) (*tls.Config, error) {
+// handshake. curves, when not nil, are the key-exchange groups offered
+// (nil: Go's defaults); crypto/tls ignores their order.
+func upstreamTLSConfig(upstream, caFile, serverName string, insecure bool, curves []tls.CurveID) (*tls.Config, error) {
 	if upstream == "" {
 		return nil, &usageError{errors.New("flag -upstream-tls needs -upstream (the demo upstream is plain TCP)")}
 	}
@@ -196,6 +202,7 @@ func upstreamTLSConfig(upstream, caFile, serverName string, insecure bool) (*tls
 		ServerName:         serverName,
 		InsecureSkipVerify: insecure, //nolint:gosec // opt-in flag, documented as testing only
 		ClientSessionCache: tls.NewLRUClientSessionCache(0),
+		CurvePreferences:   curves,
 	}
 	if c.ServerName == "" {
 		host, _, _ := net.SplitHostPort(upstream) // checked by addrValue

@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -148,6 +150,14 @@ func TestRunBadConfig(t *testing.T) {
 		{"upstream-tls without upstream", []string{"-upstream-tls"}, nil, "-upstream"},
 		{"upstream-tls-ca without upstream-tls", []string{"-upstream", "127.0.0.1:1", "-upstream-tls-ca", good.certFile}, nil, "-upstream-tls-ca needs -upstream-tls"},
 		{"upstream-tls-insecure without upstream-tls", []string{"-upstream-tls-insecure"}, nil, "-upstream-tls-insecure"},
+		{"upstream-tls-curves without upstream-tls", []string{"-upstream", "127.0.0.1:1", "-upstream-tls-curves", "X25519"}, nil, "-upstream-tls-curves needs -upstream-tls"},
+		{"upstream-tls-curves unknown", append(up, "-upstream-tls-curves", "X25519,X448"), nil, `invalid value "X25519,X448" for flag -upstream-tls-curves: unknown group "X448"`},
+		{"upstream-tls-curves Go 1.26 only", append(up, "-upstream-tls-curves", "SecP256r1MLKEM768"), nil, `-upstream-tls-curves: unknown group "SecP256r1MLKEM768"`},
+		{"upstream-tls-curves empty element", append(up, "-upstream-tls-curves", "X25519,,P256"), nil, "-upstream-tls-curves: empty element"},
+		{"upstream-tls-curves trailing comma", append(up, "-upstream-tls-curves", "X25519,"), nil, "-upstream-tls-curves: empty element"},
+		{"upstream-tls-curves duplicate", append(up, "-upstream-tls-curves", "X25519,x25519"), nil, `-upstream-tls-curves: group "x25519" given twice`},
+		{"upstream-tls-curves duplicate alias", append(up, "-upstream-tls-curves", "P256,P-256"), nil, `-upstream-tls-curves: group "P-256" given twice`},
+		{"env bad upstream-tls-curves", up, map[string]string{"RELAY_UPSTREAM_TLS_CURVES": "P224"}, `"P224"`},
 		{"upstream-tls-ca missing", append(up, "-upstream-tls-ca", "/nonexistent/ca.pem"), nil, "-upstream-tls-ca"},
 		{"upstream-tls-ca not PEM", append(up, "-upstream-tls-ca", notPEM), nil, "-upstream-tls-ca"},
 		{"upstream-tls-ca and insecure", append(up, "-upstream-tls-ca", good.certFile, "-upstream-tls-insecure"), nil, "-upstream-tls-insecure"},
@@ -193,7 +203,7 @@ func TestRunHelp(t *testing.T) {
 		"-max-open", "-idle-timeout", "-max-lifetime", "-dial-timeout", "-get-timeout",
 		"-session-idle-timeout", "-drain-timeout", "-max-sessions", "-shutdown-grace", "(default 10s)",
 		"-fence-send", "-fence-expect", "-upstream-tls", "-upstream-tls-ca", "-upstream-tls-server-name",
-		"-upstream-tls-insecure", "-tls-cert", "-tls-key", "-metrics", "-log-level", "(default info)",
+		"-upstream-tls-insecure", "-upstream-tls-curves", "X25519MLKEM768", "OpenSSL 3.0", "-tls-cert", "-tls-key", "-metrics", "-log-level", "(default info)",
 		"-config", "RELAY_", "-reuse clean",
 	} {
 		if !strings.Contains(usage, want) {
@@ -202,6 +212,54 @@ func TestRunHelp(t *testing.T) {
 	}
 	if stderr.Len() > 0 {
 		t.Errorf("run(-h) wrote to stderr: %q; want nothing", stderr.String())
+	}
+}
+
+// TestParseConfigUpstreamTLSCurves checks that -upstream-tls-curves sets
+// the upstream's tls.Config.CurvePreferences in the order given, from
+// any case and the P-256 spellings, and that empty or unset leaves Go's
+// defaults.
+func TestParseConfigUpstreamTLSCurves(t *testing.T) {
+	up := []string{"-upstream", "127.0.0.1:1", "-upstream-tls"}
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want []tls.CurveID
+	}{
+		{"unset", up, nil, nil},
+		{"empty", append(up, "-upstream-tls-curves", ""), nil, nil},
+		{"X25519", append(up, "-upstream-tls-curves", "X25519"), nil, []tls.CurveID{tls.X25519}},
+		{"hybrid then classic", append(up, "-upstream-tls-curves", "X25519MLKEM768,X25519"), nil,
+			[]tls.CurveID{tls.X25519MLKEM768, tls.X25519}},
+		{"any case and P-nnn", append(up, "-upstream-tls-curves", "p-521,P384,x25519mlkem768,p-256"), nil,
+			[]tls.CurveID{tls.CurveP521, tls.CurveP384, tls.X25519MLKEM768, tls.CurveP256}},
+		{"spaces around names", append(up, "-upstream-tls-curves", " P521 , x25519"), nil,
+			[]tls.CurveID{tls.CurveP521, tls.X25519}},
+		{"env", up, map[string]string{"RELAY_UPSTREAM_TLS_CURVES": "X25519,P-256"},
+			[]tls.CurveID{tls.X25519, tls.CurveP256}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			cfg, err := parseConfig(tt.args, io.Discard)
+			if err != nil {
+				t.Fatalf("parseConfig(%q): %v", tt.args, err)
+			}
+			if got := cfg.upstreamTLS.CurvePreferences; !slices.Equal(got, tt.want) {
+				t.Errorf("parseConfig(%q) with env %v: CurvePreferences %v; want %v", tt.args, tt.env, got, tt.want)
+			}
+		})
+	}
+
+	// The value prints the way it parses back.
+	ids := []tls.CurveID{tls.CurveP384, tls.X25519MLKEM768, tls.X25519, tls.CurveP256, tls.CurveP521}
+	s := curvesValue{&ids}.String()
+	var back []tls.CurveID
+	if err := (curvesValue{&back}).Set(s); err != nil || !slices.Equal(back, ids) {
+		t.Errorf("Set(String()) of %v: String %q, got %v, %v; want it back", ids, s, back, err)
 	}
 }
 

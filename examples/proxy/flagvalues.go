@@ -1,10 +1,12 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -109,6 +111,89 @@ func (v durationValue) Set(s string) error {
 	}
 	*v.d = d
 	return nil
+}
+
+// curveNames are the TLS key-exchange groups -upstream-tls-curves
+// accepts: the name String prints, and an alias for the NIST curves.
+// Both match in any case. SecP256r1MLKEM768 and SecP384r1MLKEM1024 are
+// left out: crypto/tls has them only from Go 1.26, and the module's
+// go line is 1.25.
+var curveNames = []struct {
+	name, alias string
+	id          tls.CurveID
+}{
+	{"X25519MLKEM768", "", tls.X25519MLKEM768},
+	{"X25519", "", tls.X25519},
+	{"P256", "P-256", tls.CurveP256},
+	{"P384", "P-384", tls.CurveP384},
+	{"P521", "P-521", tls.CurveP521},
+}
+
+// curvesHelp lists the accepted names for errors and the usage text.
+const curvesHelp = "X25519MLKEM768, X25519, P256, P384 or P521"
+
+// curvesValue is a comma-separated list of TLS key-exchange groups by
+// name (any case; P-256 for P256 and so on), kept in the order given.
+// crypto/tls ignores that order (see tls.Config.CurvePreferences): it
+// offers the groups listed in its own order of preference, hybrid
+// post-quantum first. Empty is nil: Go's defaults. An unknown name, an
+// empty element or a name given twice is an error naming the element.
+type curvesValue struct{ c *[]tls.CurveID }
+
+func (v curvesValue) String() string {
+	if v.c == nil {
+		return ""
+	}
+	names := make([]string, len(*v.c))
+	for i, id := range *v.c {
+		names[i] = curveName(id)
+	}
+	return strings.Join(names, ",")
+}
+
+func (v curvesValue) Set(s string) error {
+	if s == "" {
+		*v.c = nil
+		return nil
+	}
+	var ids []tls.CurveID
+	for elem := range strings.SplitSeq(s, ",") {
+		name := strings.TrimSpace(elem)
+		if name == "" {
+			return errors.New("empty element (want a comma-separated list of " + curvesHelp + ")")
+		}
+		id, ok := curveByName(name)
+		if !ok {
+			return fmt.Errorf("unknown group %q (want %s)", name, curvesHelp)
+		}
+		if slices.Contains(ids, id) {
+			return fmt.Errorf("group %q given twice", name)
+		}
+		ids = append(ids, id)
+	}
+	*v.c = ids
+	return nil
+}
+
+// curveByName looks name up in curveNames, ignoring case.
+func curveByName(name string) (tls.CurveID, bool) {
+	for _, c := range curveNames {
+		if strings.EqualFold(name, c.name) || (c.alias != "" && strings.EqualFold(name, c.alias)) {
+			return c.id, true
+		}
+	}
+	return 0, false
+}
+
+// curveName is the name String prints for id: the flag's own spelling,
+// so that the printed value parses back.
+func curveName(id tls.CurveID) string {
+	for _, c := range curveNames {
+		if c.id == id {
+			return c.name
+		}
+	}
+	return id.String()
 }
 
 // levelValue is a slog.Level by lower-case name.

@@ -5,7 +5,9 @@ import (
 	"crypto/tls"
 	"net"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -47,6 +49,16 @@ func TestRunTLSTermination(t *testing.T) {
 type tlsEcho struct {
 	*loopback.Server
 	resumed atomic.Int32 // handshakes that resumed a session
+
+	mu     sync.Mutex
+	curves []tls.CurveID // key-exchange group of each handshake, in order
+}
+
+// negotiated returns the key-exchange groups of the handshakes so far.
+func (e *tlsEcho) negotiated() []tls.CurveID {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.curves)
 }
 
 func startTLSEcho(t *testing.T, cert testCert) *tlsEcho {
@@ -65,9 +77,13 @@ func startTLSEcho(t *testing.T, cert testCert) *tlsEcho {
 		if err := tc.Handshake(); err != nil {
 			return
 		}
-		if tc.ConnectionState().DidResume {
+		state := tc.ConnectionState()
+		if state.DidResume {
 			e.resumed.Add(1)
 		}
+		e.mu.Lock()
+		e.curves = append(e.curves, state.CurveID)
+		e.mu.Unlock()
 		r := bufio.NewReader(c)
 		for {
 			line, err := r.ReadString('\n')
@@ -131,6 +147,49 @@ func TestRunUpstreamTLS(t *testing.T) {
 				}
 				if up.resumed.Load() == 0 {
 					t.Errorf("no upstream TLS handshake resumed a session; want the client session cache used; log:\n%s", r.stderr)
+				}
+			}
+			r.mustStop()
+			up.Close()
+		})
+	}
+}
+
+// TestRunUpstreamTLSCurves checks that -upstream-tls-curves decides the
+// key-exchange group the upstream handshakes negotiate: Go's default
+// (post-quantum X25519MLKEM768) without it, the one group listed with
+// one, and with two, the one crypto/tls prefers, whatever the order.
+func TestRunUpstreamTLSCurves(t *testing.T) {
+	cert := newTestCert(t)
+	tests := []struct {
+		name  string
+		flags []string
+		want  tls.CurveID
+	}{
+		{"default", nil, tls.X25519MLKEM768},
+		{"X25519", []string{"-upstream-tls-curves", "X25519"}, tls.X25519},
+		{"P-384", []string{"-upstream-tls-curves", "p-384"}, tls.CurveP384},
+		{"order is Go's", []string{"-upstream-tls-curves", "P384,X25519"}, tls.X25519},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			noLeaks(t)
+			up := startTLSEcho(t, cert)
+			args := append([]string{"-listen", "127.0.0.1:0", "-upstream", up.Addr(), "-upstream-tls",
+				"-upstream-tls-ca", cert.certFile, "-spares", "1", "-get-timeout", "2s", "-dial-timeout", "2s"}, tt.flags...)
+			r := startProxy(t, args...)
+			// The echo records the group before it reads, so a reply means
+			// the handshake of the conn that served it is recorded.
+			if reply, err := roundTrip(t, r.addr, "hello", nil); err != nil || reply != "tls: hello" {
+				t.Fatalf("session: got %q, %v; want \"tls: hello\"; log:\n%s", reply, err, r.stderr)
+			}
+			got := up.negotiated()
+			if len(got) == 0 {
+				t.Fatal("upstream recorded no handshake; want at least the one that served the session")
+			}
+			for i, id := range got {
+				if id != tt.want {
+					t.Errorf("upstream handshake %d negotiated %v; want %v (all: %v)", i+1, id, tt.want, got)
 				}
 			}
 			r.mustStop()
