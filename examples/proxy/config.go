@@ -37,8 +37,9 @@ func badFlag(name, value string, reason error) error {
 
 // config is the proxy's validated configuration.
 type config struct {
-	listen   string // host:port to accept on
-	upstream string // host:port to forward to; "" runs the demo upstream
+	listen          string        // host:port to accept on
+	clientKeepalive time.Duration // TCP keepalive idle time and probe interval for clients; 0 is off
+	upstream        string        // host:port to forward to; "" runs the demo upstream
 
 	reuse                   pool.Policy
 	spares, maxIdle         int
@@ -66,15 +67,19 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	flags.Usage = func() {}
 
 	cfg := &config{
-		listen:        "127.0.0.1:7070",
-		spares:        listener.DefaultSpares,
-		maxIdle:       pool.DefaultMaxIdle,
-		dialTimeout:   pool.DefaultDialTimeout,
-		getTimeout:    listener.DefaultGetTimeout,
-		shutdownGrace: 10 * time.Second,
-		logLevel:      slog.LevelInfo,
+		listen:          "127.0.0.1:7070",
+		clientKeepalive: 15 * time.Second, // Go's default idle and interval
+		spares:          listener.DefaultSpares,
+		maxIdle:         pool.DefaultMaxIdle,
+		dialTimeout:     pool.DefaultDialTimeout,
+		getTimeout:      listener.DefaultGetTimeout,
+		shutdownGrace:   10 * time.Second,
+		logLevel:        slog.LevelInfo,
 	}
 	flags.Var(addrValue{s: &cfg.listen}, "listen", "accept clients on `host:port` (port 0 picks one; the bound address is logged)")
+	flags.Var(durationValue{&cfg.clientKeepalive}, "client-keepalive", fmt.Sprintf("TCP keepalive for clients: first probe after `d` idle, then every d, "+
+		"drop after %d unanswered (0: off; rounded up to whole seconds; at most %v). On Linux set once on the listening socket, "+
+		"which accepted conns inherit, instead of 4 system calls per client", clientKeepaliveCount, maxClientKeepalive))
 	flags.Var(addrValue{s: &cfg.upstream, empty: true}, "upstream", "forward to `host:port`; empty starts an embedded demo echo upstream on loopback")
 	flags.Var(policyValue{&cfg.reuse}, "reuse", "reuse `policy` for used upstream conns: never, clean or verified (see Reuse below)")
 	flags.Var(countValue{&cfg.spares}, "spares", "fresh upstream conns to keep dialed ahead (`n`)")
@@ -129,6 +134,9 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 
 	if err := cfg.checkReuse(set); err != nil {
 		return nil, err
+	}
+	if cfg.clientKeepalive > maxClientKeepalive {
+		return nil, badFlag("client-keepalive", cfg.clientKeepalive.String(), fmt.Errorf("more than %v", maxClientKeepalive))
 	}
 	if cfg.maxOpen > 0 && cfg.spares > cfg.maxOpen {
 		return nil, badFlag("spares", fmt.Sprint(cfg.spares), fmt.Errorf("more than -max-open %d", cfg.maxOpen))

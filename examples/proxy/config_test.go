@@ -21,7 +21,7 @@ func TestParseConfigDefaults(t *testing.T) {
 	}
 	if cfg.listen != "127.0.0.1:7070" || cfg.upstream != "" || cfg.reuse != pool.ReuseNever ||
 		cfg.shutdownGrace != 10*time.Second || cfg.logLevel != slog.LevelInfo ||
-		cfg.upstreamTLS != nil || cfg.listenTLS != nil || cfg.metrics != "" {
+		cfg.upstreamTLS != nil || cfg.listenTLS != nil || cfg.metrics != "" || cfg.clientKeepalive != 15*time.Second {
 		t.Errorf("defaults: got %+v", cfg)
 	}
 }
@@ -141,6 +141,10 @@ func TestRunBadConfig(t *testing.T) {
 		{"fence-expect alone", []string{"-fence-expect", `+PONG\r\n`}, nil, "-fence-send"},
 		{"fence bad escape", []string{"-fence-send", `PING\q`}, nil, "-fence-send"},
 		{"fence bad hex", []string{"-fence-expect", `\xZZ`}, nil, "-fence-expect"},
+		{"client-keepalive negative", []string{"-client-keepalive", "-1s"}, nil, `invalid value "-1s" for flag -client-keepalive: must not be negative`},
+		{"client-keepalive no unit", []string{"-client-keepalive", "30"}, nil, `invalid value "30" for flag -client-keepalive`},
+		{"client-keepalive too long", []string{"-client-keepalive", "10h"}, nil, "for flag -client-keepalive: more than 9h6m7s"},
+		{"env bad client-keepalive", nil, map[string]string{"RELAY_CLIENT_KEEPALIVE": "-5s"}, "RELAY_CLIENT_KEEPALIVE"},
 		{"listen not host:port", []string{"-listen", "7070"}, nil, "-listen"},
 		{"upstream bad port", []string{"-upstream", "db:99999"}, nil, "-upstream"},
 		{"metrics not host:port", []string{"-metrics", "nowhere"}, nil, "-metrics"},
@@ -199,7 +203,7 @@ func TestRunHelp(t *testing.T) {
 	}
 	usage := stdout.String()
 	for _, want := range []string{
-		"-listen", "(default 127.0.0.1:7070)", "-upstream", "-reuse", "(default never)", "-spares", "-max-idle",
+		"-listen", "(default 127.0.0.1:7070)", "-client-keepalive", "(default 15s)", "-upstream", "-reuse", "(default never)", "-spares", "-max-idle",
 		"-max-open", "-idle-timeout", "-max-lifetime", "-dial-timeout", "-get-timeout",
 		"-session-idle-timeout", "-drain-timeout", "-max-sessions", "-shutdown-grace", "(default 10s)",
 		"-fence-send", "-fence-expect", "-upstream-tls", "-upstream-tls-ca", "-upstream-tls-server-name",
@@ -212,6 +216,38 @@ func TestRunHelp(t *testing.T) {
 	}
 	if stderr.Len() > 0 {
 		t.Errorf("run(-h) wrote to stderr: %q; want nothing", stderr.String())
+	}
+}
+
+// TestParseConfigClientKeepalive checks -client-keepalive from each
+// source: Go's 15s by default, 0 for off, up to the kernel's limit.
+func TestParseConfigClientKeepalive(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want time.Duration
+	}{
+		{"default", nil, nil, 15 * time.Second},
+		{"off", []string{"-client-keepalive", "0"}, nil, 0},
+		{"minute", []string{"-client-keepalive", "1m"}, nil, time.Minute},
+		{"sub-second", []string{"-client-keepalive", "500ms"}, nil, 500 * time.Millisecond},
+		{"limit", []string{"-client-keepalive", "32767s"}, nil, maxClientKeepalive},
+		{"env", nil, map[string]string{"RELAY_CLIENT_KEEPALIVE": "30s"}, 30 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			cfg, err := parseConfig(tt.args, io.Discard)
+			if err != nil {
+				t.Fatalf("parseConfig(%q): %v", tt.args, err)
+			}
+			if cfg.clientKeepalive != tt.want {
+				t.Errorf("parseConfig(%q) with env %v: clientKeepalive %v; want %v", tt.args, tt.env, cfg.clientKeepalive, tt.want)
+			}
+		})
 	}
 }
 

@@ -55,6 +55,7 @@ func TestMainExitStatus(t *testing.T) {
 		{"help", []string{"-h"}, 0, ""},
 		{"bad flag value", []string{"-spares", "x"}, 2, `invalid value "x" for flag -spares`},
 		{"bad combination", []string{"-reuse", "verified"}, 2, "-fence-send"},
+		{"negative client keepalive", []string{"-client-keepalive", "-1s"}, 2, "-client-keepalive"},
 		{"bad key-exchange group", []string{"-upstream", "127.0.0.1:1", "-upstream-tls", "-upstream-tls-curves", "X25519,X448"}, 2, `unknown group "X448"`},
 		{"unreachable metrics address", []string{"-listen", "127.0.0.1:0", "-metrics", "192.0.2.1:1"}, 1, "-metrics"},
 	}

@@ -56,7 +56,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer p.Close()
 
-	ln, err := net.Listen("tcp", cfg.listen)
+	ln, err := listen(ctx, "tcp", cfg.listen, cfg.clientKeepalive)
 	if err != nil {
 		return fmt.Errorf("-listen %s: %w", cfg.listen, err)
 	}
