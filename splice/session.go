@@ -104,6 +104,20 @@ func (s *session) begin(ctx context.Context) {
 	}
 }
 
+// run copies both ways until the session ends: the client -> upstream
+// direction on Join's caller, the other on a goroutine of its own
+// (copyToClient). It stays out of Join's frame, so that only its own
+// small frame is on the stack under the copy.
+//
+//go:noinline
+func (s *session) run(ctx context.Context) {
+	s.begin(ctx)
+	s.wg.Add(1)
+	go s.copyToClient()
+	s.copyToUpstream()
+	s.wg.Wait()
+}
+
 // copyToUpstream runs the client -> upstream direction (on Join's caller).
 func (s *session) copyToUpstream() {
 	s.up.run()
@@ -305,7 +319,7 @@ func (s *session) passFIN(to Side) bool {
 
 // finish runs after both directions returned: it makes sure no callback
 // can set a deadline any more, clears the deadlines and builds the result.
-func (s *session) finish() Result {
+func (s *session) finish(r *Result) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.finished = true
@@ -318,7 +332,7 @@ func (s *session) finish() Result {
 	clearDeadlines(s.cio, s.client)
 	clearDeadlines(s.uio, s.upstream)
 
-	r := Result{
+	*r = Result{
 		Up:                 s.up.result(),
 		Down:               s.down.result(),
 		First:              s.first,
@@ -336,7 +350,6 @@ func (s *session) finish() Result {
 	case ds > us:
 		r.LastDir, r.LastAt = ToClient, r.Down.Last
 	}
-	return r
 }
 
 // clearDeadlines clears the deadlines of the conn Join used and, if it

@@ -96,29 +96,35 @@ func streamSocket(c net.Conn) (net.Conn, syscall.RawConn, bool) {
 
 // spliceCopy moves bytes from the source socket to the destination
 // socket through Go's poller, so that deadlines work as for Read and
-// Write. It runs one RawConn.Read of the source, whose callback also does
-// the writes (through the destination's RawConn.Write), so that the
-// source's readiness is reset once, not per chunk.
+// Write. It alternates one RawConn.Read of the source, whose callback
+// reads one chunk (kernelRead), with one RawConn.Write of the
+// destination that delivers it. The two are siblings rather than nested
+// (a write inside the read callback) to keep the stack shallow: the
+// goroutine of an idle session then never grows past its first 2 KiB.
 //
-// Each read goes into a small buffer borrowed for the callback; a read
-// that fills it means a bulk transfer, which then moves with splice(2)
-// through a pipe until the source has nothing more, and the pipe goes back.
-// An idle direction holds neither buffer nor pipe.
+// Each read goes into a small buffer; a read that fills it means a bulk
+// transfer, which then moves with splice(2) through a pipe until the
+// source has nothing more, and the pipe goes back. Buffer and pipe go
+// back when the source says EAGAIN, so an idle direction holds neither.
 func (d *direction) spliceCopy() (rerr, werr error) {
 	sp := &d.sp
-	sp.eof, sp.rerr, sp.werr = false, nil, nil
-	err := sp.srcRaw.Read(sp.readFn)
-	d.releasePipe()
-	d.releaseBuf()
-	switch {
-	case sp.werr != nil:
-		return nil, sp.werr
-	case err != nil:
-		return err, nil
-	case sp.rerr != nil:
-		return sp.rerr, nil
+	defer d.releasePipe()
+	defer d.releaseBuf()
+	for {
+		sp.eof, sp.rerr, sp.werr = false, nil, nil
+		if err := sp.srcRaw.Read(sp.readFn); err != nil {
+			return err, nil
+		}
+		switch {
+		case sp.rerr != nil:
+			return sp.rerr, nil
+		case sp.eof:
+			return nil, nil
+		}
+		if err := d.kernelWrite(); err != nil {
+			return nil, err
+		}
 	}
-	return nil, nil // EOF
 }
 
 func (d *direction) releasePipe() {
@@ -135,14 +141,15 @@ func (d *direction) releaseBuf() {
 	}
 }
 
-// kernelRead is the source's RawConn.Read callback. It returns false only
-// after the kernel said EAGAIN, with no buffer or pipe held: Go's poller
-// is edge-triggered, and waiting without that would miss data (or a FIN,
-// or a reset) that is already there. A short read is not enough: data and
-// a reset that arrived together wake the poller once, and TCP_INQ, which
-// reports a pending FIN, does not report a pending reset.
-// It returns true when the direction ends: EOF, an error (sp.rerr) or a
-// failed write (sp.werr).
+// kernelRead is the source's RawConn.Read callback: it reads one chunk,
+// into the pipe in bulk, else into the buffer. It returns true with the
+// chunk (sp.p.n or sp.buf[:sp.bn]), at EOF (sp.eof) or on an error
+// (sp.rerr). It returns false, to wait, only after the kernel said
+// EAGAIN, with no buffer or pipe held: Go's poller is edge-triggered,
+// and waiting without that would miss data (or a FIN, or a reset) that is
+// already there. A short read is not enough: data and a reset that
+// arrived together wake the poller once, and TCP_INQ, which reports a
+// pending FIN, does not report a pending reset.
 func (d *direction) kernelRead(fd uintptr) bool {
 	sp := &d.sp
 	for {
@@ -176,17 +183,7 @@ func (d *direction) kernelRead(fd uintptr) bool {
 			}
 			sp.p.n = int(n)
 			d.noteRead(int(n))
-			d.startWrite()
-			err = sp.dstRaw.Write(sp.pipeWriteFn)
-			if err == nil {
-				err = sp.werr
-			}
-			if err != nil {
-				d.noteStranded(sp.p.n)
-				sp.werr = err
-				return true
-			}
-			continue
+			return true
 		}
 
 		if sp.buf == nil {
@@ -210,26 +207,44 @@ func (d *direction) kernelRead(fd uintptr) bool {
 		}
 		d.noteRead(n)
 		sp.boff, sp.bn = 0, n
-		d.startWrite()
-		err = sp.dstRaw.Write(sp.bufWriteFn)
+		return true
+	}
+}
+
+// kernelWrite delivers the chunk kernelRead read, from the pipe or the
+// buffer, waiting for the destination to take it. On failure the bytes
+// not delivered are counted as stranded. A read that filled the buffer
+// switches the direction to the pipe for what follows.
+func (d *direction) kernelWrite() error {
+	sp := &d.sp
+	d.startWrite()
+	if sp.p != nil {
+		err := sp.dstRaw.Write(sp.pipeWriteFn)
 		if err == nil {
 			err = sp.werr
 		}
 		if err != nil {
-			d.noteStranded(sp.bn - sp.boff)
-			d.releaseBuf()
-			sp.werr = err
-			return true
+			d.noteStranded(sp.p.n)
 		}
-		if n == smallSize && !sp.noSplice {
-			// A bulk transfer: splice the rest. Without a pipe (out of
-			// fds), go on through the buffer.
-			if p, err := getPipe(); err == nil {
-				d.releaseBuf()
-				sp.p = p
-			}
+		return err
+	}
+	err := sp.dstRaw.Write(sp.bufWriteFn)
+	if err == nil {
+		err = sp.werr
+	}
+	if err != nil {
+		d.noteStranded(sp.bn - sp.boff)
+		return err
+	}
+	if sp.bn == smallSize && !sp.noSplice {
+		// A bulk transfer: splice the rest. Without a pipe (out of
+		// fds), go on through the buffer.
+		if p, err := getPipe(); err == nil {
+			d.releaseBuf()
+			sp.p = p
 		}
 	}
+	return nil
 }
 
 // bufWrite is the destination's RawConn.Write callback for bytes in
