@@ -20,6 +20,14 @@ type session struct {
 	phase  atomic.Uint32 // a Phase
 	// upstream is set once the pool handed a connection out.
 	upstream atomic.Pointer[net.Addr]
+
+	// lease and res belong to serveSession's goroutine. They live here,
+	// on the heap, rather than on its frame, which stays on the stack
+	// under the copy for the whole session: with small frames the
+	// goroutine's stack never grows past its first 2 KiB (see
+	// splice.JoinTo).
+	lease pool.Lease
+	res   splice.Result
 }
 
 // Phase is where a live session is.
@@ -96,16 +104,28 @@ func (l *ProxyListener) startSession(c net.Conn) bool {
 // serveSession runs one session from getting an upstream to releasing
 // it. It is a named function so that it is recognisable in stack dumps.
 //
-// Its frame is kept small, because it stays on the stack under the copy
-// for as long as the session lives: the SessionInfo is built in
-// endFailed and endCopied, off this frame.
+// Its frame, and those of the functions it calls, are kept small: this
+// goroutine's stack is most of what an idle session costs, and Go grows
+// a stack by doubling it, never shrinking it back while the session
+// lives. Whatever is large (the lease, the Result, the SessionInfo) lives
+// in s or in endFailed's and endCopied's frames, which come after the copy.
 func (l *ProxyListener) serveSession(s *session) {
 	defer l.sessionDone(s)
+	if l.acquire(s) {
+		splice.JoinTo(l.hardCtx, s.client, s.lease.Conn(), l.opts, &s.res)
+		l.endCopied(s)
+	}
+}
 
+// acquire completes a TLS client's handshake and takes an upstream for
+// s (into s.lease). On failure it ends the session and reports false.
+//
+//go:noinline
+func (l *ProxyListener) acquire(s *session) bool {
 	if err := l.handshake(s.client); err != nil {
 		l.stats.handshakeFailures.Add(1)
 		l.endFailed(s, &HandshakeError{Err: err})
-		return
+		return false
 	}
 	s.phase.Store(uint32(PhaseGetUpstream))
 
@@ -113,15 +133,13 @@ func (l *ProxyListener) serveSession(s *session) {
 	if err != nil {
 		l.stats.upstreamFailures.Add(1)
 		l.endFailed(s, &UpstreamError{Err: err})
-		return
+		return false
 	}
-	up := lease.Conn()
-	upAddr := up.RemoteAddr()
+	s.lease = lease
+	upAddr := lease.Conn().RemoteAddr()
 	s.upstream.Store(&upAddr)
 	s.phase.Store(uint32(PhaseCopy))
-
-	res := splice.Join(l.hardCtx, s.client, up, l.opts)
-	l.endCopied(s, lease, upAddr, &res)
+	return true
 }
 
 // sessionDone unregisters a session whose goroutine is about to return.
@@ -150,7 +168,9 @@ func (l *ProxyListener) endFailed(s *session, err error) {
 // the upstream with the verdict, then records, logs and reports.
 //
 //go:noinline
-func (l *ProxyListener) endCopied(s *session, lease pool.Lease, upAddr net.Addr, res *splice.Result) {
+func (l *ProxyListener) endCopied(s *session) {
+	lease, res, upAddr := s.lease, &s.res, *s.upstream.Load()
+	s.lease = pool.Lease{}
 	clientAddr := s.client.RemoteAddr()
 	// The client goes first: it must not wait for the pool's checks.
 	s.client.Close()
