@@ -20,8 +20,13 @@ type direction struct {
 	res                 DirResult
 	lastRead, lastWrite time.Duration
 
-	// ended is guarded by s.mu.
-	ended bool
+	// ended is guarded by s.mu, as are the parking fields: parkReq (a
+	// read deadline in the past asks the direction to park), parked (its
+	// goroutine returned; see park) and parkID (its registration).
+	ended   bool
+	parkReq bool
+	parked  bool
+	parkID  uint64
 
 	// act is the time (since s.start) of the last byte read or written,
 	// for the idle timer.
@@ -38,19 +43,25 @@ type direction struct {
 	sp spliceState
 }
 
-// run copies until d ends, then hands the end to the session.
-func (d *direction) run() {
+// run copies until d ends, then hands the end to the session. It
+// reports true instead when d parked: its goroutine is to return without
+// ending d, and a new one resumes it (see park).
+func (d *direction) run() (parked bool) {
 	for {
 		rerr, werr := d.copy()
 		switch {
 		case werr != nil:
 			d.s.endWrite(d, werr)
-			return
+			return false
 		case rerr == nil:
 			d.s.endEOF(d)
-			return
-		case !d.s.endRead(d, rerr):
-			return
+			return false
+		}
+		switch d.s.endRead(d, rerr) {
+		case readEnd:
+			return false
+		case readParked:
+			return true
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"io"
 	"math/big"
@@ -25,7 +26,18 @@ import (
 	"golang.org/x/net/nettest"
 )
 
+// TestMain checks for leaked goroutines. RELAY_TEST_PARK_AFTER (a
+// duration) makes sessions park that soon, so that every test also runs
+// with copyToClient parking between its steps (.ci/run does a run so).
 func TestMain(m *testing.M) {
+	if v := os.Getenv("RELAY_TEST_PARK_AFTER"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			fmt.Fprintf(os.Stderr, "RELAY_TEST_PARK_AFTER=%q: want a positive duration\n", v)
+			os.Exit(2)
+		}
+		parkAfter = d
+	}
 	goleak.VerifyTestMain(m)
 }
 

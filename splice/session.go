@@ -62,14 +62,18 @@ type session struct {
 	draining bool
 	finAt    time.Duration
 
-	idle    *time.Timer // nil without IdleTimeout
-	stopCtx func() bool // unregisters the ctx callback; nil if none
-	first   Side        // Result.First
-	end     End         // Result.FirstEnd
-	err     error       // Result.Err
-	eof     bool        // Result.UpstreamEOF
-	upHalf  bool        // Result.UpstreamHalfClosed
-	cliHalf bool        // Result.ClientHalfClosed
+	idle *time.Timer // nil without IdleTimeout
+	park *time.Timer // checkPark; nil unless down can park
+	// parkAfter is the package's, read once; parkBackoff spaces out
+	// checkPark while the upstream keeps sending.
+	parkAfter, parkBackoff time.Duration
+	stopCtx                func() bool // unregisters the ctx callback; nil if none
+	first                  Side        // Result.First
+	end                    End         // Result.FirstEnd
+	err                    error       // Result.Err
+	eof                    bool        // Result.UpstreamEOF
+	upHalf                 bool        // Result.UpstreamHalfClosed
+	cliHalf                bool        // Result.ClientHalfClosed
 }
 
 func newSession(client, upstream net.Conn, opt Options) *session {
@@ -102,6 +106,10 @@ func (s *session) begin(ctx context.Context) {
 	if d := s.opt.IdleTimeout; d > 0 {
 		s.idle = time.AfterFunc(d, s.checkIdle)
 	}
+	if canPark && s.down.res.Spliced {
+		s.parkAfter = parkAfter
+		s.park = time.AfterFunc(s.parkAfter, s.checkPark)
+	}
 }
 
 // run copies both ways until the session ends: the client -> upstream
@@ -123,10 +131,58 @@ func (s *session) copyToUpstream() {
 	s.up.run()
 }
 
-// copyToClient runs the upstream -> client direction on its own goroutine.
+// copyToClient runs the upstream -> client direction on its own
+// goroutine: the first, or one that resumes it after it parked.
 func (s *session) copyToClient() {
-	defer s.wg.Done()
-	s.down.run()
+	if s.down.run() {
+		return // parked: still counted in wg
+	}
+	s.wg.Done()
+}
+
+// checkPark is the park timer's callback: once copyToClient has moved
+// nothing for parkAfter, it asks it to park, with a read deadline in the
+// past on the upstream (endRead parks it). Else it re-arms itself: for
+// the rest of the period when the direction has been quiet for more than
+// half of it, otherwise later and later (up to maxParkBackoff), so that a
+// busy session costs about one callback a second. It does nothing once
+// the session is stopping, draining or half over.
+func (s *session) checkPark() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := &s.down
+	if s.finished || s.stopped || s.draining || s.up.ended || d.ended || d.parked || d.parkReq {
+		return
+	}
+	quiet := time.Since(s.start) - time.Duration(d.act.Load())
+	if rest := s.parkAfter - quiet; rest > 0 {
+		if quiet < s.parkAfter/2 {
+			s.parkBackoff = min(2*max(s.parkBackoff, s.parkAfter), maxParkBackoff)
+			rest = s.parkBackoff
+		}
+		s.park.Reset(rest)
+		return
+	}
+	d.parkReq = true
+	s.uio.SetReadDeadline(aLongTimeAgo)
+}
+
+// maxParkBackoff bounds the spacing of checkPark on a busy session, and
+// so how long after its last byte such a session may wait to park.
+const maxParkBackoff = time.Second
+
+// unparkLocked resumes the parked copyToClient on a new goroutine, and
+// re-arms the park timer while parking still makes sense. It is called
+// with mu held.
+func (s *session) unparkLocked() {
+	d := &s.down
+	unpark(d)
+	d.parked = false
+	go s.copyToClient()
+	if !s.stopped && !s.up.ended {
+		s.parkBackoff = 0
+		s.park.Reset(s.parkAfter)
+	}
 }
 
 // cancel is the ctx callback.
@@ -164,6 +220,9 @@ func (s *session) stop(reason End) {
 	s.cio.SetDeadline(aLongTimeAgo)
 	s.uio.SetDeadline(aLongTimeAgo)
 	s.halted.Store(true)
+	if s.down.parked {
+		s.unparkLocked() // to see the deadline and end
+	}
 }
 
 func (s *session) setFirstLocked(side Side, end End) {
@@ -190,34 +249,68 @@ func (s *session) endWrite(d *direction, err error) {
 		d.res.Err = fmt.Errorf("splice: write %s: %w", d.dstSide, err)
 		s.failLocked(d.dstSide, d.res.Err)
 	}
-	d.ended = true
+	s.endedLocked(d)
 	s.mu.Unlock()
 	if d.res.End == EndError {
 		s.stop(EndInterrupted)
 	}
 }
 
-// endRead handles a failed read of d. It reports whether d goes on
-// copying (a drain limit that was re-armed or turned into a half-close).
-func (s *session) endRead(d *direction, err error) (again bool) {
+// endedLocked marks d ended. When the client -> upstream direction ends,
+// a parked copyToClient resumes: what follows (a drain, a half-close)
+// needs it reading. It is called with mu held.
+func (s *session) endedLocked(d *direction) {
+	d.ended = true
+	if d == &s.up && s.down.parked {
+		s.unparkLocked()
+	}
+}
+
+// readNext is what a direction does after a failed read.
+type readNext uint8
+
+const (
+	readEnd    readNext = iota // the direction has ended
+	readAgain                  // copy on
+	readParked                 // the goroutine returns; see park
+)
+
+// endRead handles a failed read of d: the end of d, or a drain limit
+// that was re-armed or turned into a half-close (readAgain), or a park.
+func (s *session) endRead(d *direction, err error) readNext {
 	timeout := errors.Is(err, os.ErrDeadlineExceeded)
 	s.mu.Lock()
 	switch {
 	case timeout && s.stopped:
 		d.res.End = s.stopReason
 	case timeout && s.draining && d == &s.down:
-		return s.drainTimeoutLocked()
+		if s.drainTimeoutLocked() {
+			return readAgain
+		}
+		return readEnd
+	case timeout && d.parkReq:
+		// checkPark's deadline. Park, unless the session moved on
+		// meanwhile (the client's FIN): then just read on.
+		d.parkReq = false
+		s.uio.SetReadDeadline(time.Time{})
+		next := readAgain
+		if !s.up.ended && park(d) {
+			d.parked = true
+			next = readParked
+		}
+		s.mu.Unlock()
+		return next
 	default:
 		d.res.End = EndError
 		d.res.Err = fmt.Errorf("splice: read %s: %w", d.srcSide, err)
 		s.failLocked(d.srcSide, d.res.Err)
 	}
-	d.ended = true
+	s.endedLocked(d)
 	s.mu.Unlock()
 	if d.res.End == EndError {
 		s.stop(EndInterrupted)
 	}
-	return false
+	return readEnd
 }
 
 // drainTimeoutLocked runs on copyToClient when the drain deadline on the
@@ -260,22 +353,24 @@ func (s *session) drainTimeoutLocked() (again bool) {
 func (s *session) endEOF(d *direction) {
 	d.res.End = EndEOF
 	s.mu.Lock()
-	d.ended = true
 	s.setFirstLocked(d.srcSide, EndEOF)
 	if d == &s.up {
 		hold := s.opt.Reuse && !s.eof && !s.down.ended
 		if hold && !s.stopped {
 			now := time.Now()
 			s.draining = true
+			s.down.parkReq = false // the drain limit replaces its deadline
 			s.finAt = now.Sub(s.start)
 			s.uio.SetReadDeadline(now.Add(s.drain))
 		}
+		s.endedLocked(d)
 		s.mu.Unlock()
 		if !hold && !s.passFIN(Upstream) {
 			s.stop(EndInterrupted)
 		}
 		return
 	}
+	d.ended = true
 	s.eof = true
 	held := s.draining
 	s.draining = false
@@ -328,6 +423,9 @@ func (s *session) finish(r *Result) {
 	}
 	if s.idle != nil {
 		s.idle.Stop()
+	}
+	if s.park != nil {
+		s.park.Stop()
 	}
 	clearDeadlines(s.cio, s.client)
 	clearDeadlines(s.uio, s.upstream)

@@ -1,0 +1,192 @@
+package splice
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// shortPark makes sessions started from now on park after d.
+func shortPark(t *testing.T, d time.Duration) {
+	old := parkAfter
+	parkAfter = d
+	t.Cleanup(func() { parkAfter = old })
+}
+
+func parkedCount() int {
+	p := &theParker
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.parked)
+}
+
+// waitParked waits until n directions are parked.
+func waitParked(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for parkedCount() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("parked: %d, want %d", parkedCount(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// waitUnparked waits until nothing is parked and the parker has closed
+// its epoll instance.
+func waitUnparked(t *testing.T) {
+	t.Helper()
+	waitParked(t, 0)
+	p := &theParker
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.file != nil {
+		t.Error("nothing parked, but the epoll instance is open")
+	}
+}
+
+// TestParkResumes: an idle copyToClient parks, wakes on data from the
+// upstream, parks again, and ends on the upstream's FIN like any other.
+func TestParkResumes(t *testing.T) {
+	shortPark(t, 5*time.Millisecond)
+	s := startSession(t, tcpT, tcpT, Options{})
+	write(t, s.clientEnd, "ping")
+	if got := readN(t, s.upstreamEnd, 4); got != "ping" {
+		t.Fatalf("upstream read %q", got)
+	}
+	write(t, s.upstreamEnd, "pong")
+	if got := readN(t, s.clientEnd, 4); got != "pong" {
+		t.Fatalf("client read %q", got)
+	}
+	for round := range 3 {
+		waitParked(t, 1)
+		msg := fmt.Sprintf("reply-%d", round)
+		write(t, s.upstreamEnd, msg) // wakes the parked direction
+		if got := readN(t, s.clientEnd, len(msg)); got != msg {
+			t.Fatalf("round %d: client read %q", round, got)
+		}
+		write(t, s.clientEnd, "req") // the other direction never parked
+		if got := readN(t, s.upstreamEnd, 3); got != "req" {
+			t.Fatalf("round %d: upstream read %q", round, got)
+		}
+	}
+	waitParked(t, 1)
+	s.upstreamEnd.(*net.TCPConn).CloseWrite() // FIN wakes it too
+	if n, err := s.clientEnd.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("client read after upstream FIN: %d, %v; want EOF", n, err)
+	}
+	s.clientEnd.(*net.TCPConn).CloseWrite()
+	r := s.wait(t)
+	if r.Err != nil || r.Down.End != EndEOF || r.Up.End != EndEOF || !r.UpstreamEOF {
+		t.Errorf("result: err %v, down %v, up %v, upstream EOF %v; want clean EOFs", r.Err, r.Down.End, r.Up.End, r.UpstreamEOF)
+	}
+	if want := int64(4 + len("reply-0")*3); r.Down.Written != want {
+		t.Errorf("down written %d, want %d", r.Down.Written, want)
+	}
+	waitUnparked(t)
+}
+
+// TestParkStop: a session whose copyToClient is parked still ends at
+// once on ctx, on the idle limit, and on a reset from the upstream.
+func TestParkStop(t *testing.T) {
+	shortPark(t, 5*time.Millisecond)
+	t.Run("ctx", func(t *testing.T) {
+		s := startSession(t, tcpT, tcpT, Options{})
+		waitParked(t, 1)
+		s.cancel()
+		r := s.wait(t)
+		if r.FirstEnd != EndCanceled || r.Down.End != EndCanceled || r.Err != nil {
+			t.Errorf("first end %v, down end %v, err %v; want canceled", r.FirstEnd, r.Down.End, r.Err)
+		}
+		waitUnparked(t)
+	})
+	t.Run("idle", func(t *testing.T) {
+		s := startSession(t, tcpT, tcpT, Options{IdleTimeout: 100 * time.Millisecond})
+		waitParked(t, 1)
+		r := s.wait(t)
+		if r.FirstEnd != EndIdle || r.Down.End != EndIdle {
+			t.Errorf("first end %v, down end %v; want idle", r.FirstEnd, r.Down.End)
+		}
+		waitUnparked(t)
+	})
+	t.Run("reset", func(t *testing.T) {
+		s := startSession(t, tcpT, tcpT, Options{})
+		waitParked(t, 1)
+		s.upstreamEnd.(*net.TCPConn).SetLinger(0)
+		s.upstreamEnd.Close()
+		r := s.wait(t)
+		if r.Err == nil || r.Down.End != EndError {
+			t.Errorf("err %v, down end %v; want a read error", r.Err, r.Down.End)
+		}
+		if r.UpstreamClean() {
+			t.Error("a reset upstream reported clean")
+		}
+		waitUnparked(t)
+	})
+}
+
+// TestParkDrain: with Reuse, the client's FIN while copyToClient is
+// parked resumes it, the reply is relayed, and the session drains.
+func TestParkDrain(t *testing.T) {
+	shortPark(t, 5*time.Millisecond)
+	s := startSession(t, tcpT, tcpT, Options{Reuse: true, DrainTimeout: 20 * time.Millisecond})
+	waitParked(t, 1)
+	write(t, s.clientEnd, "GET")
+	if got := readN(t, s.upstreamEnd, 3); got != "GET" {
+		t.Fatalf("upstream read %q", got)
+	}
+	s.clientEnd.(*net.TCPConn).CloseWrite()
+	write(t, s.upstreamEnd, "reply")
+	if got := readN(t, s.clientEnd, 5); got != "reply" {
+		t.Fatalf("client read %q", got)
+	}
+	r := s.wait(t)
+	if r.Down.End != EndDrained || r.Err != nil || r.UpstreamHalfClosed {
+		t.Errorf("down end %v, err %v, upstream half-closed %v; want drained", r.Down.End, r.Err, r.UpstreamHalfClosed)
+	}
+	if !r.UpstreamClean() {
+		t.Error("a drained upstream reported unclean")
+	}
+	waitUnparked(t)
+}
+
+// TestParkMany: many idle sessions park one goroutine each (plus the
+// parker's), and every one wakes for its own reply.
+func TestParkMany(t *testing.T) {
+	shortPark(t, 5*time.Millisecond)
+	const n = 50
+	before := runtime.NumGoroutine()
+	sessions := make([]*testSession, n)
+	for i := range sessions {
+		sessions[i] = startSession(t, tcpT, tcpT, Options{})
+	}
+	waitParked(t, n)
+	// Each session: the test's goroutine calling Join; copyToClient parked.
+	if got, want := runtime.NumGoroutine()-before, n+1; got > want {
+		t.Errorf("%d goroutines for %d parked sessions, want at most %d", got, n, want)
+	}
+	for i, s := range sessions {
+		write(t, s.upstreamEnd, fmt.Sprintf("%04d", i))
+	}
+	for i, s := range sessions {
+		if got, want := readN(t, s.clientEnd, 4), fmt.Sprintf("%04d", i); got != want {
+			t.Fatalf("session %d read %q, want %q", i, got, want)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, s := range sessions {
+		s.cancel()
+	}
+	for _, s := range sessions {
+		s.wait(t)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("sessions did not end")
+	}
+	waitUnparked(t)
+}
