@@ -38,6 +38,17 @@
 // from the pool. Everything else (TLS, net.Pipe, other platforms) is copied
 // through 32 KiB buffers from a shared pool, with the conns' Read and Write.
 //
+// An idle spliced session also gives back a goroutine. Join's caller runs
+// the client -> upstream direction and waits on the client; the other
+// direction waits on the upstream on a goroutine of its own, but once the
+// upstream has sent nothing for 20ms that goroutine parks: the upstream
+// socket is registered for one readiness event in an epoll instance that
+// the package shares, and the goroutine returns. Data, a FIN or a reset
+// from the upstream starts a new one, as do a stop and the end of the
+// other direction. An idle session then holds one goroutine, with a stack
+// that stays at Go's minimum 2 KiB, and the package holds one goroutine
+// and one epoll fd while any session is parked.
+//
 // # Ending, half-close and reuse
 //
 // A session ends when the caller's context ends (EndCanceled), when no byte
