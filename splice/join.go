@@ -74,7 +74,10 @@ func (o Options) drainTimeout() time.Duration {
 // one (a wrapper is not unwrapped for this).
 //
 // The caller keeps ownership of both conns, which must be non-nil and
-// distinct, and must not use them until Join returns.
+// distinct, and must not use them until Join returns. That includes
+// Close: to end a session early, cancel ctx. (An upstream closed under a
+// parked direction, for one, goes unnoticed until the client side moves,
+// ctx ends or the idle limit passes.)
 func Join(ctx context.Context, client, upstream net.Conn, opt Options) Result {
 	var r Result
 	JoinTo(ctx, client, upstream, opt, &r)

@@ -294,9 +294,14 @@ func (s *session) endRead(d *direction, err error) readNext {
 		d.parkReq = false
 		s.uio.SetReadDeadline(time.Time{})
 		next := readAgain
-		if !s.up.ended && park(d) {
+		switch {
+		case s.up.ended:
+		case park(d):
 			d.parked = true
 			next = readParked
+		default:
+			// No epoll (out of fds, say): try again later.
+			s.park.Reset(maxParkBackoff)
 		}
 		s.mu.Unlock()
 		return next
@@ -317,7 +322,15 @@ func (s *session) endRead(d *direction, err error) readNext {
 // upstream passed. It is called with mu held and unlocks it.
 func (s *session) drainTimeoutLocked() (again bool) {
 	d := &s.down
+	now := time.Since(s.start)
 	if s.up.seq.Load() > d.seq.Load() {
+		if now-s.finAt < s.drain {
+			// Not the drain limit's deadline but an earlier one (a park
+			// request's, seen just before the drain began): the drain
+			// limit is still set, so read on.
+			s.mu.Unlock()
+			return true
+		}
 		// A reply is owed and none started within the drain limit. Give
 		// up reuse and pass the FIN on, for protocols that wait for it
 		// before they answer; the reply then flows as in a plain
@@ -337,7 +350,7 @@ func (s *session) drainTimeoutLocked() (again bool) {
 		return false
 	}
 	quietSince := max(s.finAt, d.lastRead)
-	if time.Since(s.start)-quietSince >= s.drain {
+	if now-quietSince >= s.drain {
 		d.res.End = EndDrained
 		d.ended = true
 		s.mu.Unlock()
