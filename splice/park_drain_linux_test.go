@@ -13,7 +13,8 @@ import (
 // drain, must not be taken by endRead for the drain limit. At 5423396 it
 // is: with a reply owed, reuse is given up at once (the client's FIN is
 // passed on to the upstream, UpstreamHalfClosed) although DrainTimeout
-// (here 1s) has not passed.
+// has not passed (3s here, far above the 500ms the test waits for a FIN,
+// so that a slow machine does not reach it).
 //
 // The test holds s.mu to order the goroutines as they can order
 // themselves: checkPark's timer fires (parkReq, past read deadline) while
@@ -23,7 +24,7 @@ func TestParkDeadlineBeforeDrain(t *testing.T) {
 	shortPark(t, time.Hour) // no park of the session's own
 	clientEnd, clientJoin := tcpPair(t)
 	upstreamEnd, upstreamJoin := tcpPair(t)
-	s := newSession(clientJoin, upstreamJoin, Options{Reuse: true, DrainTimeout: time.Second})
+	s := newSession(clientJoin, upstreamJoin, Options{Reuse: true, DrainTimeout: 3 * time.Second})
 	if !s.down.res.Spliced {
 		t.Skip("not spliced")
 	}
@@ -60,7 +61,7 @@ func TestParkDeadlineBeforeDrain(t *testing.T) {
 	upstreamEnd.SetReadDeadline(time.Time{})
 	finEarly := err == io.EOF
 	if finEarly {
-		t.Error("the upstream got the client's FIN at once, not after DrainTimeout (1s)")
+		t.Error("the upstream got the client's FIN at once, not after DrainTimeout (3s)")
 	} else if !isTimeout(err) {
 		t.Errorf("upstream read: %d, %v", n, err)
 	}
@@ -72,7 +73,7 @@ func TestParkDeadlineBeforeDrain(t *testing.T) {
 		// A plain half-close now: it ends at the upstream's FIN.
 		upstreamEnd.(*net.TCPConn).CloseWrite()
 	}
-	r := <-done // else drained after 1s of quiet
+	r := <-done // else drained after 3s of quiet
 	if r.UpstreamHalfClosed || r.Down.End != EndDrained {
 		t.Errorf("result %v: upstream half-closed %v, down end %v; want drained", r, r.UpstreamHalfClosed, r.Down.End)
 	}

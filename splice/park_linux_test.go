@@ -105,7 +105,9 @@ func TestParkStop(t *testing.T) {
 		waitUnparked(t)
 	})
 	t.Run("idle", func(t *testing.T) {
-		s := startSession(t, tcpT, tcpT, Options{IdleTimeout: 100 * time.Millisecond})
+		// An idle limit far above parkAfter: the session parks first even
+		// on a slow machine.
+		s := startSession(t, tcpT, tcpT, Options{IdleTimeout: time.Second})
 		waitParked(t, 1)
 		r := s.wait(t)
 		if r.FirstEnd != EndIdle || r.Down.End != EndIdle {
@@ -166,6 +168,12 @@ func TestParkMany(t *testing.T) {
 	}
 	waitParked(t, n)
 	// Each session: the test's goroutine calling Join; copyToClient parked.
+	// Timer callbacks that asked the directions to park may still be
+	// returning: wait for the count to settle rather than read it once.
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine()-before > n+1 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 	if got, want := runtime.NumGoroutine()-before, n+1; got > want {
 		t.Errorf("%d goroutines for %d parked sessions, want at most %d", got, n, want)
 	}

@@ -94,7 +94,7 @@ func newSession(client, upstream net.Conn, opt Options) *session {
 	return s
 }
 
-// begin registers the ctx callback and starts the idle timer.
+// begin registers the ctx callback and starts the idle and park timers.
 func (s *session) begin(ctx context.Context) {
 	if ctx.Err() != nil {
 		s.stop(EndCanceled)

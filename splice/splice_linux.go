@@ -27,14 +27,15 @@ type spliceState struct {
 	p *pipe // nil unless a bulk transfer is under way
 
 	// buf holds bytes read and not yet written, buf[boff:bn]. It is
-	// borrowed from smallPool inside a read callback and given back before
-	// the callback returns: an idle direction holds no buffer.
+	// borrowed from smallPool by a read and given back when the source
+	// says EAGAIN (or the copy ends): an idle direction holds no buffer.
 	buf      *[smallSize]byte
 	boff, bn int
 
 	noSplice bool // splice(2) from the source said EINVAL: buffers only
 
-	// Results of the last read callback.
+	// Results of the last read callback (eof, rerr) and write callback
+	// (werr).
 	eof        bool
 	rerr, werr error
 }
