@@ -2,18 +2,12 @@ package splice
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"runtime"
@@ -22,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relaykit/relay/internal/selfsigned"
 	"go.uber.org/goleak"
 	"golang.org/x/net/nettest"
 )
@@ -126,32 +121,9 @@ func pipePair(t testing.TB) (net.Conn, net.Conn) {
 	return a, b
 }
 
-// testCert is a self-signed ECDSA certificate for "relay.test".
-var testCert = sync.OnceValues(func() (tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "relay.test"},
-		DNSNames:              []string{"relay.test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
+// testCert is a self-signed certificate for "relay.test", made once.
+var testCert = sync.OnceValues(func() (*selfsigned.Cert, error) {
+	return selfsigned.New("relay test", "relay.test")
 })
 
 // tlsPair returns a TLS client (end) and server (join) over TCP, with the
@@ -162,11 +134,9 @@ func tlsPair(t testing.TB) (net.Conn, net.Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(cert.Leaf)
 	a, b := tcpPair(t)
-	cli := tls.Client(a, &tls.Config{RootCAs: roots, ServerName: "relay.test"})
-	srv := tls.Server(b, &tls.Config{Certificates: []tls.Certificate{cert}})
+	cli := tls.Client(a, &tls.Config{RootCAs: cert.Roots, ServerName: "relay.test"})
+	srv := tls.Server(b, &tls.Config{Certificates: []tls.Certificate{cert.TLS}})
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Handshake() }()
 	err = cli.Handshake()
