@@ -113,20 +113,27 @@ func TestWaitTimeout(t *testing.T) {
 	}
 }
 
+// gatedDial returns a dial func for addr that blocks until release is
+// closed, or fails when its ctx ends (Close on a failed test: do not hang).
+func gatedDial(addr string) (dial func(context.Context) (net.Conn, error), release chan struct{}) {
+	release = make(chan struct{})
+	dial = func(ctx context.Context) (net.Conn, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return tcpDial(addr)(ctx)
+	}
+	return dial, release
+}
+
 // A dial runs under its own timeout: a conn that lands after its caller
 // gave up is kept as a spare, not wasted.
 func TestDialOutlivesCaller(t *testing.T) {
 	t.Parallel()
 	up := startUpstream(t, echo)
-	release := make(chan struct{})
-	dial := func(ctx context.Context) (net.Conn, error) {
-		select {
-		case <-release:
-		case <-ctx.Done(): // Close on a failed test: do not hang
-			return nil, ctx.Err()
-		}
-		return tcpDial(up.Addr())(ctx)
-	}
+	dial, release := gatedDial(up.Addr())
 	p := newPool(t, Config{Dial: dial})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
@@ -153,15 +160,7 @@ func TestDialOutlivesCaller(t *testing.T) {
 func TestDialOutlivesCallerServesNextWaiter(t *testing.T) {
 	t.Parallel()
 	up := startUpstream(t, echo)
-	release := make(chan struct{})
-	dial := func(ctx context.Context) (net.Conn, error) {
-		select {
-		case <-release:
-		case <-ctx.Done(): // Close on a failed test: do not hang
-			return nil, ctx.Err()
-		}
-		return tcpDial(up.Addr())(ctx)
-	}
+	dial, release := gatedDial(up.Addr())
 	p := newPool(t, Config{Dial: dial, MaxOpen: 1})
 	ctx, cancel := context.WithCancel(context.Background())
 	first := make(chan error, 1)
