@@ -37,6 +37,12 @@ func startUpstream(tb testing.TB, handle func(net.Conn)) *upstream {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return serveUpstream(tb, ln, handle)
+}
+
+// serveUpstream is startUpstream on a listener of the test's own (a TLS
+// one, say).
+func serveUpstream(tb testing.TB, ln net.Listener, handle func(net.Conn)) *upstream {
 	u := &upstream{ln: ln, handle: handle, conns: make(map[net.Conn]struct{})}
 	u.wg.Add(1)
 	go u.serve()

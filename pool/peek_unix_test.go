@@ -14,7 +14,7 @@ import (
 )
 
 // tcpPair returns both ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (client, server net.Conn) {
+func tcpPair(t testing.TB) (client, server net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -82,21 +82,7 @@ func TestPeekReset(t *testing.T) {
 }
 
 func BenchmarkPeek(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	s, err := ln.Accept()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	c, _ := tcpPair(b)
 	pc := newPconn(nil, c, time.Now())
 	b.ReportAllocs()
 	for b.Loop() {
@@ -120,7 +106,7 @@ func TestTLSStaleBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	sent := make(chan struct{}, 1) // the second reply is on its way
-	up := &upstream{ln: ln, handle: serveLines(func(c net.Conn, line string) string {
+	up := serveUpstream(t, ln, serveLines(func(c net.Conn, line string) string {
 		switch line {
 		case "one-record\n": // both replies in one TLS record
 			return "one\ntwo\n"
@@ -132,10 +118,7 @@ func TestTLSStaleBytes(t *testing.T) {
 			return ""
 		}
 		return line
-	}), conns: make(map[net.Conn]struct{})}
-	up.wg.Add(1)
-	go up.serve()
-	t.Cleanup(up.Close)
+	}))
 
 	dialer := &tls.Dialer{Config: &tls.Config{InsecureSkipVerify: true}}
 	dial := func(ctx context.Context) (net.Conn, error) { return dialer.DialContext(ctx, "tcp", up.Addr()) }
