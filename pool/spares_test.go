@@ -65,19 +65,23 @@ func (d *pipeDialer) Close() {
 	}
 }
 
+// newPipePool starts a pool that dials d (inside the test's bubble, for a
+// synctest test); Cleanup closes the pool, then d's far ends.
+func newPipePool(t *testing.T, d *pipeDialer, cfg Config) *Pool {
+	t.Helper()
+	cfg.Dial = d.Dial
+	t.Cleanup(d.Close)
+	return newPool(t, cfg)
+}
+
 // Against a dead upstream the keeper backs off (no dial storm), logs
 // once, and recovers by itself when the upstream comes back.
 func TestSparesBackoffAndRecover(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		d := &pipeDialer{}
-		defer d.Close()
 		d.down.Store(true)
 		var logs logBuffer
-		p, err := New(Config{Dial: d.Dial, Spares: 2, Logger: logs.Logger()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer p.Close()
+		p := newPipePool(t, d, Config{Spares: 2, Logger: logs.Logger()})
 
 		time.Sleep(10 * time.Second)
 		// 50 ms doubling to 5 s, jittered within the upper half: 7 to 10
@@ -112,13 +116,8 @@ func TestSparesBackoffAndRecover(t *testing.T) {
 func TestSparesRecoverOnCallerDial(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		d := &pipeDialer{}
-		defer d.Close()
 		d.down.Store(true)
-		p, err := New(Config{Dial: d.Dial, Spares: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer p.Close()
+		p := newPipePool(t, d, Config{Spares: 1})
 		time.Sleep(20 * time.Second) // backoff at its 5 s cap
 		d.down.Store(false)
 		l, err := p.Get(context.Background())
@@ -137,12 +136,7 @@ func TestSparesRecoverOnCallerDial(t *testing.T) {
 func TestSparesReplacedPastLifetime(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		d := &pipeDialer{}
-		defer d.Close()
-		p, err := New(Config{Dial: d.Dial, Spares: 1, MaxLifetime: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer p.Close()
+		p := newPipePool(t, d, Config{Spares: 1, MaxLifetime: time.Second})
 		time.Sleep(5*time.Second + 100*time.Millisecond)
 		synctest.Wait()
 		st := p.Stats()
@@ -155,12 +149,7 @@ func TestSparesReplacedPastLifetime(t *testing.T) {
 func TestSparesIdleTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		d := &pipeDialer{}
-		defer d.Close()
-		p, err := New(Config{Dial: d.Dial, Spares: 1, IdleTimeout: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer p.Close()
+		p := newPipePool(t, d, Config{Spares: 1, IdleTimeout: time.Second})
 		time.Sleep(3*time.Second + 100*time.Millisecond)
 		synctest.Wait()
 		if st := p.Stats(); st.Closed[ClosedIdle] < 2 || st.IdleFresh != 1 {
@@ -174,12 +163,7 @@ func TestSparesIdleTimeout(t *testing.T) {
 func TestSparesRespectMaxOpen(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		d := &pipeDialer{}
-		defer d.Close()
-		p, err := New(Config{Dial: d.Dial, Spares: 2, MaxOpen: 2})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer p.Close()
+		p := newPipePool(t, d, Config{Spares: 2, MaxOpen: 2})
 		synctest.Wait()
 		a, _ := p.Get(context.Background())
 		b, _ := p.Get(context.Background())
@@ -201,12 +185,7 @@ func TestSparesRespectMaxOpen(t *testing.T) {
 func TestUntouchedKeepsIdleAge(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		d := &pipeDialer{}
-		defer d.Close()
-		p, err := New(Config{Dial: d.Dial, IdleTimeout: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer p.Close()
+		p := newPipePool(t, d, Config{IdleTimeout: time.Second})
 		l, err := p.Get(context.Background())
 		if err != nil {
 			t.Fatal(err)
