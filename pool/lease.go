@@ -184,14 +184,11 @@ func (p *Pool) judge(c *pconn, v Verdict) Outcome {
 		return ClosedNotClean
 	}
 	if p.s.maxLifetime > 0 || p.s.idleTimeout > 0 {
-		now := time.Now()
-		if p.s.maxLifetime > 0 && now.Sub(c.created) >= p.s.maxLifetime {
-			return ClosedLifetime
-		}
 		// An untouched conn has been idle, as the upstream sees it, since
 		// its last traffic, not since this hand-out: keep its idleSince.
-		if !v.Used && p.s.idleTimeout > 0 && now.Sub(c.idleSince) >= p.s.idleTimeout {
-			return ClosedIdle
+		// A used one just had traffic: only its lifetime counts.
+		if out := p.aged(c, time.Now()); out == ClosedLifetime || (out == ClosedIdle && !v.Used) {
+			return out
 		}
 	}
 	if c.conn.SetDeadline(time.Time{}) != nil {
