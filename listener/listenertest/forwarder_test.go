@@ -365,14 +365,23 @@ func TestCloseReportsStuck(t *testing.T) {
 	srv := startServer(t, lineEcho)
 	tb := &fakeTB{}
 	fw := New(tb, srv.Addr(), withStopWait(300*time.Millisecond))
+	blocked := make(chan struct{}, 1)
 	fw.Set(Downstream, Hook(func(s *Session, _ Direction, _ []byte) Action {
+		select {
+		case blocked <- struct{}{}:
+		default:
+		}
 		<-s.done // only forceClose ends this
 		return Pass()
 	}))
 	c := dial(t, fw.Addr())
 	io.WriteString(c, "hello\n")
-	if err := waitUntil(t, func() bool { return fw.Session(1) != nil && fw.Session(1).State().ToUpstream == 6 }); err != nil {
-		t.Fatal(err)
+	// Wait for the hook itself, not for the request to pass: until the
+	// reply reaches the hook, Close would end the session at once.
+	select {
+	case <-blocked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reply never reached the hook")
 	}
 	tb.cleanup()
 	if len(tb.errs) != 1 || !strings.Contains(tb.errs[0], "session 1 (client "+c.LocalAddr().String()+"): phase copy, 6 B to upstream") {
