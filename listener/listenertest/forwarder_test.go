@@ -405,6 +405,7 @@ func TestBadArguments(t *testing.T) {
 		{"LimitData", func() { LimitData(-1) }},
 		{"probability", func() { Latency(0, 0).WithProbability(1.5) }},
 		{"Hook", func() { Hook(nil) }},
+		{"New with no upstream", func() { New(&fakeTB{}, "") }}, // fakeTB.Fatalf panics
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			defer func() {
@@ -415,11 +416,6 @@ func TestBadArguments(t *testing.T) {
 			tc.fn()
 		})
 	}
-	tb := &fakeTB{}
-	func() {
-		defer func() { recover() }()
-		New(tb, "")
-	}()
 }
 
 func TestFaults(t *testing.T) {
