@@ -36,7 +36,10 @@ func tcpPair(t testing.TB) (client, server net.Conn) {
 func TestPeek(t *testing.T) {
 	c, s := tcpPair(t)
 	pc := newPconn(nil, c, time.Now())
-	settle := func() { time.Sleep(20 * time.Millisecond) }
+	// settle waits until the peek sees what s did (it saw nothing before).
+	settle := func() {
+		eventually(t, "the peer's bytes or FIN to land", func() bool { return pc.peek() != peekEmpty })
+	}
 
 	if got := pc.peek(); got != peekEmpty {
 		t.Errorf("quiet conn: got %v; want empty", got)
@@ -75,7 +78,7 @@ func TestPeekReset(t *testing.T) {
 	pc := newPconn(nil, c, time.Now())
 	s.(*net.TCPConn).SetLinger(0) // close with RST
 	s.Close()
-	time.Sleep(20 * time.Millisecond)
+	eventually(t, "the RST to land", func() bool { return pc.peek() != peekEmpty })
 	if got := pc.peek(); got != peekDead {
 		t.Errorf("after the peer's RST: got %v; want dead", got)
 	}

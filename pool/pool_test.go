@@ -160,8 +160,11 @@ func TestGreetingReachesFirstClient(t *testing.T) {
 		p := newPool(t, Config{Addr: up.Addr(), Spares: spares, Reuse: ReuseIfClean})
 		if spares > 0 {
 			// Let the greeting arrive on the spare before it is handed out.
-			eventually(t, "a spare", func() bool { return p.Stats().IdleFresh == 1 })
-			time.Sleep(20 * time.Millisecond)
+			eventually(t, "a spare with its greeting", func() bool {
+				p.mu.Lock()
+				defer p.mu.Unlock()
+				return len(p.fresh) == 1 && (!canPeek || p.fresh[0].peek() == peekData)
+			})
 		}
 		l := mustGet(t, p)
 		want := SourceDial
