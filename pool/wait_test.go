@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -66,7 +67,7 @@ func TestMaxOpenFIFO(t *testing.T) {
 					t.Errorf("waiter %d: %v", i, errs[i])
 				}
 			}
-			if want := []int{0, 2, 3}; !equalInts(order, want) {
+			if want := []int{0, 2, 3}; !slices.Equal(order, want) {
 				t.Errorf("served in order %v; want %v", order, want)
 			}
 			st := p.Stats()
@@ -78,18 +79,6 @@ func TestMaxOpenFIFO(t *testing.T) {
 			l.Release(clean)
 		})
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestWaitTimeout(t *testing.T) {
