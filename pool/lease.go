@@ -195,10 +195,7 @@ func (p *Pool) judge(c *pconn, v Verdict) Outcome {
 		return ClosedDead
 	}
 	if untouchedFresh {
-		if c.peek() == peekDead {
-			return ClosedDead
-		}
-		return OutcomeNone
+		return vetPeek(c) // as at hand-out: only dead closes a fresh conn
 	}
 
 	// A used conn. Do not pay for the quiet period and Reset when it
