@@ -1,51 +1,14 @@
 package listener
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
 	"net"
 	"testing"
 	"time"
 
+	"github.com/relaykit/relay/internal/selfsigned"
 	"github.com/relaykit/relay/pool"
 )
-
-// selfSigned returns a certificate for 127.0.0.1 and a pool that trusts it.
-func selfSigned(tb testing.TB) (tls.Certificate, *x509.CertPool) {
-	tb.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "relay test"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IsCA:         true,
-
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, roots
-}
 
 // TestTLSListener terminates TLS in front of a plain upstream. A client
 // that never completes its handshake must not hold an upstream: it is
@@ -53,7 +16,10 @@ func selfSigned(tb testing.TB) (tls.Certificate, *x509.CertPool) {
 // for it. (This used to take an upstream at accept, before the handshake.)
 func TestTLSListener(t *testing.T) {
 	up := startServer(t, echo)
-	cert, roots := selfSigned(t)
+	cert, err := selfsigned.New("relay test", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
 	p, err := pool.New(pool.Config{Addr: up.Addr()})
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +29,7 @@ func TestTLSListener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := tls.NewListener(inner, &tls.Config{Certificates: []tls.Certificate{cert}})
+	ln := tls.NewListener(inner, &tls.Config{Certificates: []tls.Certificate{cert.TLS}})
 	l, err := New(ln, p, Config{HandshakeTimeout: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +38,7 @@ func TestTLSListener(t *testing.T) {
 	defer l.Close()
 
 	// A TLS client gets the echo.
-	c, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{RootCAs: roots})
+	c, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{RootCAs: cert.Roots})
 	if err != nil {
 		t.Fatal(err)
 	}
