@@ -4,7 +4,11 @@ import (
 	"crypto/tls"
 	"io"
 	"testing"
+
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestHandshake(t *testing.T) {
 	tests := []struct {
@@ -27,8 +31,10 @@ func TestHandshake(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer ln.Close()
+			served := make(chan struct{})
+			defer func() { ln.Close(); <-served }()
 			go func() {
+				defer close(served)
 				s, err := ln.Accept()
 				if err != nil {
 					return
