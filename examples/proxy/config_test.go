@@ -92,18 +92,26 @@ log-level debug # trailing comment
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			for k, v := range tt.env {
-				t.Setenv(k, v)
-			}
-			cfg, err := parseConfig(tt.args, io.Discard)
-			if err != nil {
-				t.Fatalf("parseConfig(%q): %v", tt.args, err)
-			}
+			cfg := mustParse(t, tt.args, tt.env)
 			if !tt.want(cfg) {
 				t.Errorf("parseConfig(%q) with env %v: got %+v", tt.args, tt.env, cfg)
 			}
 		})
 	}
+}
+
+// mustParse sets env for the test, then parses args; an error fails the
+// test.
+func mustParse(t *testing.T, args []string, env map[string]string) *config {
+	t.Helper()
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	cfg, err := parseConfig(args, io.Discard)
+	if err != nil {
+		t.Fatalf("parseConfig(%q) with env %v: %v", args, env, err)
+	}
+	return cfg
 }
 
 // TestRunBadConfig checks that every bad value fails run at start, before
@@ -237,13 +245,7 @@ func TestParseConfigClientKeepalive(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			for k, v := range tt.env {
-				t.Setenv(k, v)
-			}
-			cfg, err := parseConfig(tt.args, io.Discard)
-			if err != nil {
-				t.Fatalf("parseConfig(%q): %v", tt.args, err)
-			}
+			cfg := mustParse(t, tt.args, tt.env)
 			if cfg.clientKeepalive != tt.want {
 				t.Errorf("parseConfig(%q) with env %v: clientKeepalive %v; want %v", tt.args, tt.env, cfg.clientKeepalive, tt.want)
 			}
@@ -277,13 +279,7 @@ func TestParseConfigUpstreamTLSCurves(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			for k, v := range tt.env {
-				t.Setenv(k, v)
-			}
-			cfg, err := parseConfig(tt.args, io.Discard)
-			if err != nil {
-				t.Fatalf("parseConfig(%q): %v", tt.args, err)
-			}
+			cfg := mustParse(t, tt.args, tt.env)
 			if got := cfg.upstreamTLS.CurvePreferences; !slices.Equal(got, tt.want) {
 				t.Errorf("parseConfig(%q) with env %v: CurvePreferences %v; want %v", tt.args, tt.env, got, tt.want)
 			}
