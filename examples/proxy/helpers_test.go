@@ -9,10 +9,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/relaykit/relay/internal/logbuf"
 	"github.com/relaykit/relay/internal/selfsigned"
 
 	"go.uber.org/goleak"
@@ -30,33 +30,14 @@ func noLeaks(t *testing.T) {
 // the tests assert outcomes, never speed, and CI machines are noisy.
 const waitFor = 20 * time.Second
 
-// logSink is the stderr given to run: a goroutine-safe buffer the test
-// reads the log from.
-type logSink struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *logSink) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *logSink) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // proxyRun is one call of run on its own goroutine.
 type proxyRun struct {
 	t      *testing.T
 	cancel context.CancelFunc
 	done   chan struct{}
 	err    error // valid once done is closed
-	stderr *logSink
-	stdout *logSink
+	stderr *logbuf.Buffer
+	stdout *logbuf.Buffer
 	addr   string // from the "relay listening" log line
 }
 
@@ -68,7 +49,7 @@ var listeningRE = regexp.MustCompile(`msg="relay listening" addr=(\S+)`)
 func startProxy(t *testing.T, args ...string) *proxyRun {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &proxyRun{t: t, cancel: cancel, done: make(chan struct{}), stderr: new(logSink), stdout: new(logSink)}
+	r := &proxyRun{t: t, cancel: cancel, done: make(chan struct{}), stderr: new(logbuf.Buffer), stdout: new(logbuf.Buffer)}
 	go func() {
 		r.err = run(ctx, args, r.stdout, r.stderr)
 		close(r.done)

@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/relaykit/relay/internal/logbuf"
 )
 
 // TestRunCycle runs the whole program the way a user does, with the
@@ -135,7 +137,7 @@ func TestRunAddressBusy(t *testing.T) {
 		t.Run(flag, func(t *testing.T) {
 			noLeaks(t)
 			args := []string{"-listen", "127.0.0.1:0", flag, busy}
-			var sink logSink
+			var sink logbuf.Buffer
 			err := run(t.Context(), args, &sink, &sink)
 			var ue *usageError
 			switch {

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/relaykit/relay/internal/logbuf"
 )
 
 // childMain runs main in the child process of runMain. A SIGTERM that
@@ -31,7 +33,7 @@ func childMain() {
 func TestMainSIGTERM(t *testing.T) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), mainArgsEnv+"=-listen 127.0.0.1:0 -shutdown-grace 500ms")
-	stderr := new(logSink)
+	stderr := new(logbuf.Buffer)
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

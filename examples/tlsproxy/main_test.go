@@ -8,10 +8,10 @@ import (
 	"net"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/relaykit/relay/internal/logbuf"
 	"github.com/relaykit/relay/internal/selfsigned"
 
 	"go.uber.org/goleak"
@@ -20,23 +20,6 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const waitFor = 20 * time.Second
-
-type logSink struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *logSink) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *logSink) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestTLSProxy runs the program, dials it with TLS, gets the echo from
 // the plain upstream behind it, and stops it by canceling ctx. The
@@ -61,7 +44,7 @@ func TestTLSProxy(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			stderr := new(logSink)
+			stderr := new(logbuf.Buffer)
 			done := make(chan error, 1)
 			go func() { done <- run(ctx, tt.args, stderr) }()
 
@@ -103,14 +86,14 @@ func TestTLSProxyBadFlags(t *testing.T) {
 		{"-cert", "/nonexistent/c.pem", "-key", "/nonexistent/k.pem"},
 		{"-nope"},
 	} {
-		err := run(t.Context(), args, new(logSink))
+		err := run(t.Context(), args, new(logbuf.Buffer))
 		if err == nil || !strings.Contains(err.Error(), "usage") {
 			t.Errorf("run(%q): got %v; want a usage error", args, err)
 		}
 	}
 }
 
-func waitLog(t *testing.T, log *logSink, done <-chan error, re *regexp.Regexp) []string {
+func waitLog(t *testing.T, log *logbuf.Buffer, done <-chan error, re *regexp.Regexp) []string {
 	t.Helper()
 	deadline := time.Now().Add(waitFor)
 	for {
