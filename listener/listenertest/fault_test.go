@@ -258,12 +258,7 @@ func TestLimitData(t *testing.T) {
 		}
 	})
 	t.Run("upstream", func(t *testing.T) {
-		got := make(chan []byte, 1)
-		srv := startServer(t, func(c net.Conn) {
-			c.SetReadDeadline(time.Now().Add(10 * time.Second))
-			data, _ := io.ReadAll(c)
-			got <- data
-		})
+		srv, got := recordingServer(t)
 		fw := New(t, srv.Addr())
 		fw.Set(Upstream, LimitData(10))
 		c := dial(t, fw.Addr())
@@ -356,12 +351,7 @@ func TestResetAfterBytes(t *testing.T) {
 		}
 	})
 	t.Run("upstream", func(t *testing.T) {
-		got := make(chan []byte, 1)
-		srv := startServer(t, func(c net.Conn) {
-			c.SetReadDeadline(time.Now().Add(10 * time.Second))
-			data, _ := io.ReadAll(c)
-			got <- data
-		})
+		srv, got := recordingServer(t)
 		fw := New(t, srv.Addr())
 		fw.Set(Upstream, ResetAfterBytes(3))
 		c := dial(t, fw.Addr())

@@ -44,6 +44,19 @@ func lineEcho(c net.Conn) {
 	}
 }
 
+// recordingServer starts an upstream that reads what its client sends,
+// until EOF or for 10 s, and hands it over on the returned channel.
+func recordingServer(t *testing.T) (*server, <-chan []byte) {
+	t.Helper()
+	got := make(chan []byte, 1)
+	srv := startServer(t, func(c net.Conn) {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		data, _ := io.ReadAll(c)
+		got <- data
+	})
+	return srv, got
+}
+
 // newEcho starts a line echo server and a forwarder in front of it.
 func newEcho(t *testing.T, opts ...Option) (*Forwarder, *server) {
 	t.Helper()

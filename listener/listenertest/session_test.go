@@ -132,12 +132,7 @@ func TestSessionReset(t *testing.T) {
 
 func TestSessionCloseWrite(t *testing.T) {
 	t.Run("downstream", func(t *testing.T) {
-		got := make(chan string, 1)
-		srv := startServer(t, func(c net.Conn) {
-			c.SetReadDeadline(time.Now().Add(10 * time.Second))
-			b, _ := io.ReadAll(c)
-			got <- string(b)
-		})
+		srv, got := recordingServer(t)
 		fw := New(t, srv.Addr())
 		c, s := session(t, fw)
 		if err := s.CloseWrite(Downstream); err != nil {
@@ -149,7 +144,7 @@ func TestSessionCloseWrite(t *testing.T) {
 		}
 		io.WriteString(c, "still here")
 		c.(*net.TCPConn).CloseWrite()
-		if b := <-got; b != "still here" {
+		if b := <-got; string(b) != "still here" {
 			t.Errorf("upstream got %q; want still here", b)
 		}
 	})
