@@ -298,6 +298,28 @@ func (d *dialer) dial(ctx context.Context) (net.Conn, error) {
 	return tc, nil
 }
 
+// dialAll dials n conns, counting each failed dial in errs, and returns
+// those it got.
+func (d *dialer) dialAll(ctx context.Context, n int, errs *errorLog) []net.Conn {
+	var conns []net.Conn
+	for range n {
+		c, err := d.dial(ctx)
+		if err != nil {
+			errs.addf("dial: %w", err)
+			continue
+		}
+		conns = append(conns, c)
+	}
+	return conns
+}
+
+// closeAll closes every conn of conns.
+func closeAll(conns []net.Conn) {
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
 // fillRequest writes a request unique to (worker, seq) into b: an id
 // header then filler that depends on it, so any mix-up of replies between
 // connections, or of order within one, fails the comparison.

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,23 +12,13 @@ import (
 // the echo server: each sends cfg.Size bytes unique to (conn, sequence)
 // and waits for them back. Check: every reply equals its request.
 func runRR(ctx context.Context, cfg *loadConfig, d *dialer, r *Result, errs *errorLog) {
-	var conns []net.Conn
-	for range cfg.Conns {
-		c, err := d.dial(ctx)
-		if err != nil {
-			errs.addf("dial: %w", err)
-			continue
-		}
+	conns := d.dialAll(ctx, cfg.Conns, errs)
+	defer closeAll(conns)
+	for _, c := range conns {
 		// One deadline for the whole run instead of a timer per request:
 		// a proxy that stops answering ends the run, bounded.
 		c.SetDeadline(time.Now().Add(cfg.Warmup + cfg.Duration + 10*time.Second))
-		conns = append(conns, c)
 	}
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
 	if len(conns) == 0 {
 		return
 	}

@@ -26,20 +26,8 @@ func runThroughput(ctx context.Context, cfg *loadConfig, d *dialer, r *Result, e
 	}
 	srv0 := st0.Servers[cfg.Server]
 
-	var conns []net.Conn
-	for range cfg.Conns {
-		c, err := d.dial(ctx)
-		if err != nil {
-			errs.addf("dial: %w", err)
-			continue
-		}
-		conns = append(conns, c)
-	}
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
+	conns := d.dialAll(ctx, cfg.Conns, errs)
+	defer func() { closeAll(conns) }() // conns is nil once closed below
 	if len(conns) == 0 {
 		return
 	}
@@ -133,9 +121,7 @@ func runThroughput(ctx context.Context, cfg *loadConfig, d *dialer, r *Result, e
 		}
 		r.Checks = fmt.Sprintf("sink received exactly the %d bytes the clients wrote", sent)
 	} else {
-		for _, c := range conns {
-			c.Close()
-		}
+		closeAll(conns)
 		conns = nil
 		// The source counts a Write when it returns, and a Write the
 		// clients already read part of returns when the proxy lets go of
