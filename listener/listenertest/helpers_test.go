@@ -128,9 +128,9 @@ func readAll(c net.Conn, timeout time.Duration) ([]byte, error) {
 	return io.ReadAll(c)
 }
 
-// pollUntil polls cond every 5 ms until it holds or d passes.
-func pollUntil(d time.Duration, cond func() bool) error {
-	deadline := time.Now().Add(d)
+// waitUntil polls cond every 5 ms until it holds or 10 s pass.
+func waitUntil(cond func() bool) error {
+	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			return errors.New("timed out waiting for a condition")

@@ -159,7 +159,7 @@ func TestSessionCloseWrite(t *testing.T) {
 		c, s := session(t, fw)
 		io.WriteString(c, "req")
 		// Wait for the bytes to pass, then end the client's stream there.
-		if err := waitUntil(t, func() bool { return s.State().ToUpstream == 3 }); err != nil {
+		if err := waitUntil(func() bool { return s.State().ToUpstream == 3 }); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.CloseWrite(Upstream); err != nil {
@@ -172,10 +172,4 @@ func TestSessionCloseWrite(t *testing.T) {
 			t.Fatalf("client got %q, %v; want the reply", b, err)
 		}
 	})
-}
-
-// waitUntil polls cond for up to 10 s.
-func waitUntil(t *testing.T, cond func() bool) error {
-	t.Helper()
-	return pollUntil(10*time.Second, cond)
 }
