@@ -85,10 +85,9 @@ type server struct {
 	handle func(c net.Conn, ctr *counters) error
 	ctr    counters
 
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{} // open conns; nil after Close
-	wg     sync.WaitGroup        // serve loop and one per conn
-	closed bool
+	mu    sync.Mutex
+	conns map[net.Conn]struct{} // open conns; nil after Close
+	wg    sync.WaitGroup        // serve loop and one per conn
 }
 
 func newServer(kind string, handle func(net.Conn, *counters) error) (*server, error) {
@@ -132,7 +131,7 @@ func (s *server) serve() {
 func (s *server) track(c net.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.conns == nil {
 		return false
 	}
 	s.conns[c] = struct{}{}
@@ -159,15 +158,15 @@ func (s *server) serveConn(c net.Conn) {
 // Close stops the server and waits for its goroutines. Safe to call twice.
 func (s *server) Close() error {
 	s.mu.Lock()
-	if s.closed {
+	if s.conns == nil {
 		s.mu.Unlock()
 		return nil
 	}
-	s.closed = true
 	err := s.ln.Close()
 	for c := range s.conns {
 		c.Close()
 	}
+	s.conns = nil
 	s.mu.Unlock()
 	s.wg.Wait()
 	return err
