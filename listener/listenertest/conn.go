@@ -91,7 +91,7 @@ func (c *clientConn) CloseWrite() error {
 	c.s.slowCloseWrite()
 	cw, ok := c.inner.(closeWriter)
 	if !ok {
-		return &net.OpError{Op: "close", Net: c.inner.LocalAddr().Network(), Source: c.inner.LocalAddr(), Addr: c.addr, Err: errors.ErrUnsupported}
+		return c.opError("close", errors.ErrUnsupported)
 	}
 	return cw.CloseWrite()
 }
