@@ -220,11 +220,8 @@ func TestUpstreamResetMidStream(t *testing.T) {
 		}
 		c.Write([]byte("fine\n"))
 	})
-	var mu sync.Mutex
-	var infos []SessionInfo
-	l := startProxy(t, pool.Config{Addr: up.Addr(), Reuse: pool.ReuseIfClean}, Config{
-		OnSessionEnd: func(si SessionInfo) { mu.Lock(); infos = append(infos, si); mu.Unlock() },
-	})
+	var log sessionLog
+	l := startProxy(t, pool.Config{Addr: up.Addr(), Reuse: pool.ReuseIfClean}, Config{OnSessionEnd: log.add})
 
 	c := dial(t, l.Addr().String())
 	c.SetDeadline(time.Now().Add(10 * time.Second))
@@ -245,9 +242,7 @@ func TestUpstreamResetMidStream(t *testing.T) {
 	if err != nil || got2 != "fine\n" {
 		t.Fatalf("after reset: got %q, %v; want %q", got2, err, "fine\n")
 	}
-	waitFor(t, "both sessions to end", func() bool { mu.Lock(); defer mu.Unlock(); return len(infos) == 2 })
-	mu.Lock()
-	defer mu.Unlock()
+	infos := log.wait(t, 2)
 	if infos[0].Outcome.Kept() {
 		t.Errorf("reset upstream: outcome %v; want it closed", infos[0].Outcome)
 	}
