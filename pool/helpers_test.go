@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/relaykit/relay/internal/logbuf"
-
 	"go.uber.org/goleak"
 )
 
