@@ -102,13 +102,12 @@ func (d *direction) noteStranded(n int) {
 	d.res.WriteCut = true
 }
 
-// result returns d's report, to be called after d returned.
-func (d *direction) result() DirResult {
-	r := d.res
+// resultTo writes d's report to r, to be called after d returned.
+func (d *direction) resultTo(r *DirResult) {
+	*r = d.res
 	if r.Written > 0 {
 		r.Last = d.s.start.Add(d.lastWrite)
 	}
-	return r
 }
 
 // bufSize is the size of the fallback copy's buffers.

@@ -427,9 +427,23 @@ func (s *session) passFIN(to Side) bool {
 
 // finish runs after both directions returned: it makes sure no callback
 // can set a deadline any more, clears the deadlines and builds the result.
+//
+// It runs at the bottom of Join's caller's stack, so its frame and the
+// halt below it are kept small: a Result built here as one value would
+// take 700 bytes of frame, and halt's calls (the ctx callback's removal
+// among them) would then grow a 2 KiB stack for every session.
 func (s *session) finish(r *Result) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.haltLocked()
+	s.resultLocked(r)
+}
+
+// haltLocked marks the session finished, removes its ctx callback and
+// timers and clears the deadlines.
+//
+//go:noinline
+func (s *session) haltLocked() {
 	s.finished = true
 	if s.stopCtx != nil {
 		s.stopCtx()
@@ -442,19 +456,20 @@ func (s *session) finish(r *Result) {
 	}
 	clearDeadlines(s.cio, s.client)
 	clearDeadlines(s.uio, s.upstream)
+}
 
-	*r = Result{
-		Up:                 s.up.result(),
-		Down:               s.down.result(),
-		First:              s.first,
-		FirstEnd:           s.end,
-		UpstreamEOF:        s.eof,
-		UpstreamHalfClosed: s.upHalf,
-		ClientHalfClosed:   s.cliHalf,
-		Err:                s.err,
-		Start:              s.start,
-		Stop:               time.Now(),
-	}
+// resultLocked fills r field by field, without a temporary.
+//
+//go:noinline
+func (s *session) resultLocked(r *Result) {
+	s.up.resultTo(&r.Up)
+	s.down.resultTo(&r.Down)
+	r.First, r.FirstEnd = s.first, s.end
+	r.UpstreamEOF = s.eof
+	r.UpstreamHalfClosed, r.ClientHalfClosed = s.upHalf, s.cliHalf
+	r.Err = s.err
+	r.Start, r.Stop = s.start, time.Now()
+	r.LastDir, r.LastAt = NoDir, time.Time{}
 	switch us, ds := s.up.seq.Load(), s.down.seq.Load(); {
 	case us > ds:
 		r.LastDir, r.LastAt = ToUpstream, r.Up.Last
