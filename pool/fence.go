@@ -93,39 +93,69 @@ type resetNoteKey struct{}
 // errFenceTrailing says bytes followed the echo.
 var errFenceTrailing = errors.New("pool: fence: bytes after the echo")
 
+// fence runs on the releasing goroutine, under the listener's session
+// and the pool's Release: its frame and those it calls are kept small,
+// with the reading and the error formatting in functions of their own, so
+// that a goroutine that started with the minimum stack need not grow it.
 func fence(ctx context.Context, c net.Conn, send, expect []byte) (err error) {
 	deadline, hasDeadline := ctx.Deadline()
 	if hasDeadline {
 		if err := c.SetDeadline(deadline); err != nil {
-			return fmt.Errorf("pool: fence: %w", err)
+			return fenceErr(nil, "set deadline", err)
 		}
 	}
 	// Cancellation interrupts a blocked Read or Write with a past deadline.
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
-	defer func() {
-		// If the interrupt fired, it may land after we return: fail, so
-		// that the pool closes the conn rather than keep a poisoned one.
-		if !stop() && err == nil {
-			err = fmt.Errorf("pool: fence: %w", ctx.Err())
+	err = fenceEcho(ctx, c, send, expect)
+	if err == nil {
+		if n, _ := ctx.Value(resetNoteKey{}).(*resetNote); n != nil {
+			// Called by the pool: it keeps the conn from every client
+			// until the quiet period has passed and then peeks it, which
+			// sees whatever arrived in the meantime, without holding this
+			// goroutine or a timer.
+			n.drains = true
+			n.echoAt = time.Now()
+		} else {
+			err = fenceQuietRead(ctx, c, deadline, hasDeadline)
 		}
-	}()
-	wrap := func(what string, err error) error {
+	}
+	// If the interrupt fired, it may land after we return: fail, so that
+	// the pool closes the conn rather than keep a poisoned one.
+	if !stop() && err == nil {
+		err = fenceErr(ctx, "", ctx.Err())
+	}
+	return err
+}
+
+// fenceErr wraps a fence's error; what names the step. When ctx has
+// ended, its error replaces err, which is then only the interrupt's
+// deadline.
+//
+//go:noinline
+func fenceErr(ctx context.Context, what string, err error) error {
+	if ctx != nil {
 		if cerr := ctx.Err(); cerr != nil {
 			err = cerr
 		}
-		return fmt.Errorf("pool: fence: %s: %w", what, err)
 	}
+	if what == "" {
+		return fmt.Errorf("pool: fence: %w", err)
+	}
+	return fmt.Errorf("pool: fence: %s: %w", what, err)
+}
 
+// fenceEcho writes send and reads until the data read ends with expect.
+//
+//go:noinline
+func fenceEcho(ctx context.Context, c net.Conn, send, expect []byte) error {
 	if _, err := c.Write(send); err != nil {
-		return wrap("write", err)
+		return fenceErr(ctx, "write", err)
 	}
 	sc := fenceBufs.Get().(*fenceScratch)
+	defer fenceBufs.Put(sc)
 	buf := sc.buf[:]
 	tail := sc.tail[:0]
-	defer func() {
-		sc.tail = tail[:0]
-		fenceBufs.Put(sc)
-	}()
+	defer func() { sc.tail = tail[:0] }()
 	for total := 0; ; {
 		n, err := c.Read(buf)
 		if n > 0 {
@@ -135,43 +165,41 @@ func fence(ctx context.Context, c net.Conn, send, expect []byte) (err error) {
 				tail = append(tail[:0], tail[len(tail)-len(expect):]...)
 			}
 			if bytes.HasSuffix(tail, expect) {
-				break
+				return nil
 			}
 			if total >= fenceLimit {
 				return fmt.Errorf("pool: fence: no echo in the first %d bytes", fenceLimit)
 			}
 		}
 		if err != nil {
-			return wrap("waiting for the echo", err)
+			return fenceErr(ctx, "waiting for the echo", err)
 		}
 	}
+}
 
-	// Nothing may follow the echo. Called by the pool, the fence leaves
-	// that check to it: the pool keeps the conn from every client until
-	// the quiet period has passed and then peeks it, which sees whatever
-	// arrived in the meantime, without holding this goroutine or a timer.
-	if n, _ := ctx.Value(resetNoteKey{}).(*resetNote); n != nil {
-		n.drains = true
-		n.echoAt = time.Now()
-		return nil
-	}
+// fenceQuietRead requires that nothing follows the echo within the quiet
+// period (or until the deadline, if sooner).
+//
+//go:noinline
+func fenceQuietRead(ctx context.Context, c net.Conn, deadline time.Time, hasDeadline bool) error {
 	quiet := time.Now().Add(fenceQuiet)
 	if hasDeadline && deadline.Before(quiet) {
 		quiet = deadline
 	}
 	if err := c.SetReadDeadline(quiet); err != nil {
-		return wrap("after the echo", err)
+		return fenceErr(ctx, "after the echo", err)
 	}
-	n, err := c.Read(buf[:1])
+	var b [1]byte
+	n, err := c.Read(b[:])
 	switch {
 	case n > 0:
 		return errFenceTrailing
 	case err == nil:
-		return wrap("after the echo", io.ErrNoProgress)
+		return fenceErr(ctx, "after the echo", io.ErrNoProgress)
 	case ctx.Err() != nil:
-		return wrap("after the echo", ctx.Err())
+		return fenceErr(ctx, "after the echo", ctx.Err())
 	case !isTimeout(err):
-		return wrap("after the echo", err)
+		return fenceErr(ctx, "after the echo", err)
 	}
 	return nil
 }
