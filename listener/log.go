@@ -23,11 +23,22 @@ func (g logger) clientFailed(info *SessionInfo) {
 		"session", info.ID, "client", info.ClientAddr, "err", info.Err)
 }
 
-func (g logger) sessionEnded(info *SessionInfo) {
-	level := slog.LevelDebug
-	if info.Err != nil {
-		level = slog.LevelWarn
+// endedLevel is the level of a session's "session ended" record.
+func endedLevel(err error) slog.Level {
+	if err != nil {
+		return slog.LevelWarn
 	}
+	return slog.LevelDebug
+}
+
+// logsEnded reports whether sessionEnded would write a record for a
+// session that ended with err.
+func (g logger) logsEnded(err error) bool {
+	return g.l.Enabled(context.Background(), endedLevel(err))
+}
+
+func (g logger) sessionEnded(info *SessionInfo) {
+	level := endedLevel(info.Err)
 	if !g.l.Enabled(context.Background(), level) {
 		return
 	}

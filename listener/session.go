@@ -167,24 +167,41 @@ func (l *ProxyListener) endFailed(s *session, err error) {
 // endCopied ends a session after its copy: it closes the client, releases
 // the upstream with the verdict, then records, logs and reports.
 //
+// Release (and a Reset hook such as a fence, under it) runs deepest on
+// this goroutine's stack, so endCopied's frame stays small. The
+// SessionInfo, 400 bytes, is built only when a log record or
+// OnSessionEnd wants it, in reportCopied, after Release returned: on this
+// path every frame counts, since a 2 KiB stack that overflows is copied
+// into one twice its size, which costs more than the rest of the
+// session's user-space work.
+//
 //go:noinline
 func (l *ProxyListener) endCopied(s *session) {
-	lease, res, upAddr := s.lease, &s.res, *s.upstream.Load()
+	lease := s.lease
 	s.lease = pool.Lease{}
-	clientAddr := s.client.RemoteAddr()
+	clientAddr := s.client.RemoteAddr() // before Close: a wrapper may forget it
 	// The client goes first: it must not wait for the pool's checks.
 	s.client.Close()
 	s.phase.Store(uint32(PhaseRelease))
-	outcome := lease.Release(l.verdictOf(res))
+	outcome := lease.Release(l.verdictOf(&s.res))
+	l.stats.record(&s.res)
+	if l.cfg.OnSessionEnd != nil || l.log.logsEnded(s.res.Err) {
+		l.reportCopied(s, clientAddr, lease.Source(), outcome)
+	}
+}
 
+// reportCopied logs and reports a session that ended after its copy.
+//
+//go:noinline
+func (l *ProxyListener) reportCopied(s *session, clientAddr net.Addr, src pool.Source, outcome pool.Outcome) {
+	res := &s.res
 	info := SessionInfo{ID: s.id, ClientAddr: clientAddr, Start: s.start}
-	info.Source = lease.Source()
-	info.UpstreamAddr = upAddr
+	info.Source = src
+	info.UpstreamAddr = *s.upstream.Load()
 	info.Result = *res
 	info.Outcome = outcome
 	info.Err = res.Err
 	info.Duration = time.Since(s.start)
-	l.stats.record(res)
 	l.log.sessionEnded(&info)
 	l.endSession(&info)
 }
