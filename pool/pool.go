@@ -22,9 +22,11 @@ type Pool struct {
 	base   context.Context // parent of every dial and Reset; ended by Close
 	cancel context.CancelFunc
 	kick   chan struct{}  // cap 1: spares may be short; wakes the keeper
-	done   chan struct{}  // closed by Close: stops the keeper
-	wg     sync.WaitGroup // the keeper and every dial goroutine; Add under mu while open
-	closed atomic.Bool    // mirrors isClosed, for lock-free reads
+	done   chan struct{}  // closed by Close: stops the keeper and the dial workers
+	wg     sync.WaitGroup // the keeper and every dial worker; Add under mu while open
+	// dialWork hands a caller's dial to an idle dial worker (see runDialLocked).
+	dialWork chan func()
+	closed   atomic.Bool // mirrors isClosed, for lock-free reads
 
 	// resetDrains is set once Config.Reset reported that it drains the
 	// conn (the pool's Fence does): Release then skips QuietPeriod.
@@ -75,9 +77,10 @@ func New(cfg Config) (*Pool, error) {
 		return nil, err
 	}
 	p := &Pool{
-		s:    s,
-		kick: make(chan struct{}, 1),
-		done: make(chan struct{}),
+		s:        s,
+		kick:     make(chan struct{}, 1),
+		done:     make(chan struct{}),
+		dialWork: make(chan func()),
 	}
 	p.base, p.cancel = context.WithCancel(context.Background())
 	p.wg.Add(1)
@@ -325,14 +328,13 @@ func (p *Pool) giveBack(g grant) {
 	}
 }
 
-// dialFor dials for the caller on a goroutine of its own, under
+// dialFor dials for the caller on a dial worker, under
 // DialTimeout, and waits for it or ctx. It is called with p.mu held, a
 // slot reserved (open and dialing counted), and unlocks p.mu.
 func (p *Pool) dialFor(ctx context.Context) (Lease, error) {
 	w := &waiter{ch: make(chan grant, 1)}
-	p.wg.Add(1) // under mu while open: Close cannot be waiting yet
+	p.runDialLocked(func() { p.dialInto(w) })
 	p.mu.Unlock()
-	go p.dialInto(w)
 
 	var err error
 	select {
@@ -361,7 +363,6 @@ func (p *Pool) dialFor(ctx context.Context) (Lease, error) {
 // grants it to w, or, when w's caller is gone, keeps it as a spare or
 // hands it to the next waiter.
 func (p *Pool) dialInto(w *waiter) {
-	defer p.wg.Done()
 	c, err := p.dial()
 	p.mu.Lock()
 	p.dialing--
@@ -396,6 +397,47 @@ func (p *Pool) dialInto(w *waiter) {
 	p.mu.Unlock()
 	if !out.Kept() {
 		p.retire(c, out, false)
+	}
+}
+
+// dialWorkerIdle is how long a dial worker waits for its next dial
+// before it exits.
+const dialWorkerIdle = time.Second
+
+// runDialLocked runs dial on an idle dial worker, or on a new one. It is
+// called with p.mu held while the pool is open, so that Close cannot be
+// waiting for p.wg yet.
+//
+// Dials run on workers that outlive them because net.Dialer needs about
+// 5 KiB of stack: a goroutine per dial would start at 2 KiB and have its
+// stack copied twice, to 4 and to 8 KiB, for every dial, which under
+// churn costs more CPU than the rest of the goroutine's work.
+func (p *Pool) runDialLocked(dial func()) {
+	select {
+	case p.dialWork <- dial:
+	default:
+		p.wg.Add(1)
+		go p.dialWorker(dial)
+	}
+}
+
+// dialWorker runs dial, then the dials runDialLocked hands it, until it
+// has been idle for dialWorkerIdle or the pool is closed. A dial it has
+// taken always runs: the dial itself handles a closed pool.
+func (p *Pool) dialWorker(dial func()) {
+	defer p.wg.Done()
+	idle := time.NewTimer(dialWorkerIdle)
+	defer idle.Stop()
+	for {
+		dial()
+		idle.Reset(dialWorkerIdle)
+		select {
+		case dial = <-p.dialWork:
+		case <-idle.C:
+			return
+		case <-p.done:
+			return
+		}
 	}
 }
 
@@ -493,7 +535,7 @@ func (p *Pool) kickLocked() {
 // Close closes idle connections now and in-use ones at their release
 // (ClosedPoolClosed), fails waiters with ErrClosed, cancels dials and
 // Resets in flight, and returns after the background goroutine and every
-// dial goroutine have ended. Get returns ErrClosed afterwards. Safe to
+// dial worker have ended. Get returns ErrClosed afterwards. Safe to
 // call twice; it always returns nil.
 func (p *Pool) Close() error {
 	p.mu.Lock()

@@ -17,7 +17,7 @@ type doomed struct {
 	why Outcome
 }
 
-// keepSpares is the pool's one background goroutine. It keeps
+// keepSpares is the pool's one lasting background goroutine. It keeps
 // Config.Spares fresh connections dialed, one dial at a time, and sweeps
 // idle conns past IdleTimeout or MaxLifetime (or found dead or stale by
 // a peek) every sweepEvery. Against a failing upstream it backs off
