@@ -24,9 +24,13 @@ type Pool struct {
 	kick   chan struct{}  // cap 1: spares may be short; wakes the keeper
 	done   chan struct{}  // closed by Close: stops the keeper and the dial workers
 	wg     sync.WaitGroup // the keeper and every dial worker; Add under mu while open
-	// dialWork hands a caller's dial to an idle dial worker (see runDialLocked).
+	// dialWork hands a dial to an idle dial worker (see runDialLocked).
 	dialWork chan func()
-	closed   atomic.Bool // mirrors isClosed, for lock-free reads
+	// spareDone reports each of the keeper's dials, nil on success, to
+	// the keeper. Its capacity is the most in flight, so a report never
+	// blocks.
+	spareDone chan error
+	closed    atomic.Bool // mirrors isClosed, for lock-free reads
 
 	// resetDrains is set once Config.Reset reported that it drains the
 	// conn (the pool's Fence does): Release then skips QuietPeriod.
@@ -48,7 +52,9 @@ type Pool struct {
 	open     int       // idle + in use + dialing + being closed: what MaxOpen caps
 	inUse    int       // handed out, granted, or being checked
 	dialing  int       // dials in flight, and slots granted to a waiter to dial
-	counters           // under mu
+	// spareDials is the keeper's dials in flight, counted in dialing too.
+	spareDials int
+	counters   // under mu
 }
 
 // waiter is a caller waiting for a connection: in Pool.waiters for a
@@ -77,10 +83,11 @@ func New(cfg Config) (*Pool, error) {
 		return nil, err
 	}
 	p := &Pool{
-		s:        s,
-		kick:     make(chan struct{}, 1),
-		done:     make(chan struct{}),
-		dialWork: make(chan func()),
+		s:         s,
+		kick:      make(chan struct{}, 1),
+		done:      make(chan struct{}),
+		dialWork:  make(chan func()),
+		spareDone: make(chan error, s.spareDialLimit()),
 	}
 	p.base, p.cancel = context.WithCancel(context.Background())
 	p.wg.Add(1)

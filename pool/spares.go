@@ -17,8 +17,21 @@ type doomed struct {
 	why Outcome
 }
 
+// maxSpareDials bounds the keeper's dials in flight while the upstream
+// answers; below it, every missing spare is dialed at once. One dial at
+// a time fell behind under churn: at 3300 sessions a second with 16
+// spares, 41% of the sessions found none and dialed themselves, their
+// connect on their client's time; 4 at a time left 25%.
+const maxSpareDials = 64
+
+// spareDialLimit is how many spare dials the keeper keeps in flight
+// while the upstream answers.
+func (s *settings) spareDialLimit() int { return max(1, min(s.spares, maxSpareDials)) }
+
 // keepSpares is the pool's one lasting background goroutine. It keeps
-// Config.Spares fresh connections dialed, one dial at a time, and sweeps
+// Config.Spares fresh connections dialed, all that are missing at once
+// (up to maxSpareDials) on dial workers, one at a time while the
+// upstream fails, and sweeps
 // idle conns past IdleTimeout or MaxLifetime (or found dead or stale by
 // a peek) every sweepEvery. Against a failing upstream it backs off
 // exponentially with jitter and logs once when the upstream goes down and
@@ -31,12 +44,22 @@ func (p *Pool) keepSpares() {
 		failures  int
 		downSince time.Time
 		buf       []doomed
+		inFlight  int
 	)
 	for {
-		if p.reserveSpare() {
-			c, err := p.dial()
+		limit := p.s.spareDialLimit()
+		if failures > 0 {
+			limit = 1 // probe a failing upstream with one dial
+		}
+		for inFlight < limit && p.startSpareDial() {
+			inFlight++
+		}
+		select {
+		case <-p.done:
+			return
+		case err := <-p.spareDone:
+			inFlight--
 			if err == nil {
-				p.addSpare(c)
 				if failures > 0 {
 					p.s.log.Info("pool: upstream recovered",
 						"down_for", time.Since(downSince).Round(time.Millisecond),
@@ -45,11 +68,6 @@ func (p *Pool) keepSpares() {
 				}
 				continue
 			}
-			p.upHint.Store(false) // only a success after this failure counts
-			p.mu.Lock()
-			p.dialing--
-			p.freeSlotLocked()
-			p.mu.Unlock()
 			if p.closed.Load() {
 				return
 			}
@@ -61,11 +79,6 @@ func (p *Pool) keepSpares() {
 			if !p.backOff(failures, sweep.C, &buf) {
 				return
 			}
-			continue
-		}
-		select {
-		case <-p.done:
-			return
 		case <-p.kick:
 		case <-sweep.C:
 			buf = p.sweep(buf)
@@ -73,29 +86,42 @@ func (p *Pool) keepSpares() {
 	}
 }
 
-// reserveSpare reserves a slot for a spare dial when spares are short
-// and MaxOpen allows one.
-func (p *Pool) reserveSpare() bool {
+// startSpareDial starts a spare dial on a dial worker when spares (with
+// those being dialed) are short and MaxOpen allows one more conn.
+func (p *Pool) startSpareDial() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.isClosed || len(p.fresh) >= p.s.spares || (p.s.maxOpen > 0 && p.open >= p.s.maxOpen) {
+	if p.isClosed || len(p.fresh)+p.spareDials >= p.s.spares || (p.s.maxOpen > 0 && p.open >= p.s.maxOpen) {
 		return false
 	}
 	p.open++
 	p.dialing++
+	p.spareDials++
+	p.runDialLocked(p.dialSpare)
 	return true
 }
 
-// addSpare places a conn the keeper dialed: to the oldest waiter, else
-// on the spare list.
-func (p *Pool) addSpare(c *pconn) {
+// dialSpare dials one spare into the slot startSpareDial reserved, places
+// it (to the oldest waiter, else on the spare list) and reports to the
+// keeper.
+func (p *Pool) dialSpare() {
+	c, err := p.dial()
 	p.mu.Lock()
 	p.dialing--
+	p.spareDials--
+	if err != nil {
+		p.upHint.Store(false) // only a success after this failure counts
+		p.freeSlotLocked()
+		p.mu.Unlock()
+		p.spareDone <- err
+		return
+	}
 	out := p.placeLocked(c)
 	p.mu.Unlock()
 	if !out.Kept() {
 		p.retire(c, out, false)
 	}
+	p.spareDone <- nil
 }
 
 // backOff waits after the failures-th failed dial in a row, sweeping

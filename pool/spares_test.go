@@ -74,6 +74,33 @@ func newPipePool(t *testing.T, d *pipeDialer, cfg Config) *Pool {
 	return newPool(t, cfg)
 }
 
+// The keeper dials every missing spare at once, up to maxSpareDials.
+func TestSparesDialInParallel(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := &pipeDialer{}
+		t.Cleanup(d.Close)
+		release := make(chan struct{})
+		p := newPool(t, Config{Spares: maxSpareDials + 3, Dial: func(ctx context.Context) (net.Conn, error) {
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			return d.Dial(ctx)
+		}})
+		synctest.Wait()
+		if st := p.Stats(); st.Dialing != maxSpareDials {
+			t.Errorf("got %d dials in flight; want %d", st.Dialing, maxSpareDials)
+		}
+		close(release)
+		synctest.Wait()
+		if st := p.Stats(); st.IdleFresh != maxSpareDials+3 || st.Dials != maxSpareDials+3 {
+			t.Errorf("after the dials: got %d spares from %d dials; want %d from %d",
+				st.IdleFresh, st.Dials, maxSpareDials+3, maxSpareDials+3)
+		}
+	})
+}
+
 // Against a dead upstream the keeper backs off (no dial storm), logs
 // once, and recovers by itself when the upstream comes back.
 func TestSparesBackoffAndRecover(t *testing.T) {
