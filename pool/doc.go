@@ -96,10 +96,16 @@
 // # Spares and the background goroutine
 //
 // One goroutine per pool keeps Spares fresh connections, refilled after
-// each hand-out, one dial at a time. Against a failing upstream it backs
-// off exponentially with jitter (50 ms up to 5 s), logs "upstream down"
-// once with the error and "upstream recovered" once when a dial succeeds
+// each hand-out: it dials every missing spare at once (up to 64 at a
+// time). Against a failing upstream it dials one at a time, backs off
+// exponentially with jitter (50 ms up to 5 s), logs "upstream down" once
+// with the error and "upstream recovered" once when a dial succeeds
 // again, and recovers by itself. The same goroutine sweeps idle
 // connections past IdleTimeout or MaxLifetime, or found dead or stale by
-// a peek; a swept spare is replaced. Close stops it and waits for it.
+// a peek; a swept spare is replaced.
+//
+// Dials, the keeper's and those of callers that found no idle conn, run
+// on dial workers: goroutines that take the next dial and exit after a
+// second without one. Close stops the keeper and the workers and waits
+// for them.
 package pool

@@ -30,12 +30,11 @@ func (s *settings) spareDialLimit() int { return max(1, min(s.spares, maxSpareDi
 
 // keepSpares is the pool's one lasting background goroutine. It keeps
 // Config.Spares fresh connections dialed, all that are missing at once
-// (up to maxSpareDials) on dial workers, one at a time while the
-// upstream fails, and sweeps
-// idle conns past IdleTimeout or MaxLifetime (or found dead or stale by
-// a peek) every sweepEvery. Against a failing upstream it backs off
-// exponentially with jitter and logs once when the upstream goes down and
-// once when it recovers. It returns when Close closes p.done.
+// (up to maxSpareDials) on dial workers, and sweeps idle conns past
+// IdleTimeout or MaxLifetime (or found dead or stale by a peek) every
+// sweepEvery. Against a failing upstream it dials one at a time, backs
+// off exponentially with jitter and logs once when the upstream goes down
+// and once when it recovers. It returns when Close closes p.done.
 func (p *Pool) keepSpares() {
 	defer p.wg.Done()
 	sweep := time.NewTicker(p.s.sweepEvery())
