@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"testing/synctest"
+	"time"
 )
 
 // goid returns the calling goroutine's ID, from its stack dump's header
@@ -24,42 +26,57 @@ func goid() uint64 {
 }
 
 // Callers' dials run on a dial worker that outlives them: one after
-// another, they all run on the same goroutine, never the caller's.
+// another, they all run on the same goroutine, never the caller's. A
+// worker idle for dialWorkerIdle exits, and the next dial starts another.
 func TestCallerDialsReuseWorker(t *testing.T) {
-	t.Parallel()
-	up := startUpstream(t, echo)
-	var (
-		mu  sync.Mutex
-		ids []uint64
-	)
-	dial := tcpDial(up.Addr())
-	p := newPool(t, Config{Addr: up.Addr(), Dial: func(ctx context.Context) (net.Conn, error) {
-		mu.Lock()
-		ids = append(ids, goid())
-		mu.Unlock()
-		return dial(ctx)
-	}})
+	synctest.Test(t, func(t *testing.T) {
+		d := &pipeDialer{}
+		t.Cleanup(d.Close)
+		var (
+			mu  sync.Mutex
+			ids []uint64
+		)
+		p := newPool(t, Config{Dial: func(ctx context.Context) (net.Conn, error) {
+			mu.Lock()
+			ids = append(ids, goid())
+			mu.Unlock()
+			return d.Dial(ctx)
+		}})
+		get := func() {
+			t.Helper()
+			synctest.Wait() // the worker is back waiting for a dial
+			l, err := p.Get(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l.Source() != SourceDial {
+				t.Errorf("source %v; want dial", l.Source())
+			}
+			l.Release(Verdict{Used: true})
+		}
 
-	caller := goid()
-	for i := range 4 {
-		l := mustGet(t, p)
-		if l.Source() != SourceDial {
-			t.Fatalf("Get %d: source %v; want dial", i, l.Source())
+		caller := goid()
+		for range 4 {
+			get()
 		}
-		roundTrip(t, l.Conn(), "x")
-		l.Release(clean)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(ids) != 4 {
-		t.Fatalf("got %d dials; want 4", len(ids))
-	}
-	for i, id := range ids {
-		if id == caller || id == 0 {
-			t.Errorf("dial %d ran on goroutine %d (caller %d)", i, id, caller)
+		time.Sleep(dialWorkerIdle + time.Millisecond)
+		get()
+
+		mu.Lock()
+		defer mu.Unlock()
+		if len(ids) != 5 {
+			t.Fatalf("got %d dials; want 5", len(ids))
 		}
-		if id != ids[0] {
-			t.Errorf("dial %d ran on goroutine %d; want the worker %d again", i, id, ids[0])
+		for i, id := range ids[:4] {
+			if id == caller || id == 0 {
+				t.Errorf("dial %d ran on goroutine %d (caller %d)", i, id, caller)
+			}
+			if id != ids[0] {
+				t.Errorf("dial %d ran on goroutine %d; want the worker %d again", i, id, ids[0])
+			}
 		}
-	}
+		if ids[4] == ids[0] {
+			t.Errorf("the dial after %v idle ran on the old worker %d; want a new one", dialWorkerIdle, ids[0])
+		}
+	})
 }

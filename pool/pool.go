@@ -15,7 +15,7 @@ import (
 var ErrClosed = errors.New("pool: closed")
 
 // Pool hands out upstream connections. It is safe for concurrent use.
-// Close it to close its connections and stop its background goroutine.
+// Close it to close its connections and stop its background goroutines.
 type Pool struct {
 	s settings
 
@@ -27,8 +27,9 @@ type Pool struct {
 	// dialWork hands a dial to an idle dial worker (see runDialLocked).
 	dialWork chan func()
 	// spareDone reports each of the keeper's dials, nil on success, to
-	// the keeper. Its capacity is the most in flight, so a report never
-	// blocks.
+	// the keeper. Only the keeper starts spare dials (startSpareDial),
+	// never more unreported than the channel's capacity, so a report
+	// never blocks, even after the keeper returned.
 	spareDone chan error
 	closed    atomic.Bool // mirrors isClosed, for lock-free reads
 

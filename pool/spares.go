@@ -40,14 +40,16 @@ func (p *Pool) keepSpares() {
 	sweep := time.NewTicker(p.s.sweepEvery())
 	defer sweep.Stop()
 	var (
-		failures  int
+		down      bool // a dial failed, and none succeeded since
+		failures  int  // failed dials since down (for the log)
+		backoffs  int  // backoffs since down (for the delay)
 		downSince time.Time
 		buf       []doomed
 		inFlight  int
 	)
 	for {
 		limit := p.s.spareDialLimit()
-		if failures > 0 {
+		if down {
 			limit = 1 // probe a failing upstream with one dial
 		}
 		for inFlight < limit && p.startSpareDial() {
@@ -59,11 +61,11 @@ func (p *Pool) keepSpares() {
 		case err := <-p.spareDone:
 			inFlight--
 			if err == nil {
-				if failures > 0 {
+				if down {
 					p.s.log.Info("pool: upstream recovered",
 						"down_for", time.Since(downSince).Round(time.Millisecond),
 						"failed_dials", failures)
-					failures = 0
+					down, failures, backoffs = false, 0, 0
 				}
 				continue
 			}
@@ -71,11 +73,15 @@ func (p *Pool) keepSpares() {
 				return
 			}
 			failures++
-			if failures == 1 {
-				downSince = time.Now()
+			if !down {
+				down, downSince = true, time.Now()
 				p.s.log.Warn("pool: upstream down", "err", err)
 			}
-			if !p.backOff(failures, sweep.C, &buf) {
+			if inFlight > 0 {
+				continue // dials started with this one: back off once, after the last
+			}
+			backoffs++
+			if !p.backOff(backoffs, sweep.C, &buf) {
 				return
 			}
 		case <-p.kick:
@@ -96,6 +102,9 @@ func (p *Pool) startSpareDial() bool {
 	p.open++
 	p.dialing++
 	p.spareDials++
+	// Only a caller's success after this dial started may cut the
+	// keeper's backoff short, should this dial fail.
+	p.upHint.Store(false)
 	p.runDialLocked(p.dialSpare)
 	return true
 }
@@ -109,7 +118,6 @@ func (p *Pool) dialSpare() {
 	p.dialing--
 	p.spareDials--
 	if err != nil {
-		p.upHint.Store(false) // only a success after this failure counts
 		p.freeSlotLocked()
 		p.mu.Unlock()
 		p.spareDone <- err

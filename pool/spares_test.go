@@ -101,6 +101,85 @@ func TestSparesDialInParallel(t *testing.T) {
 	})
 }
 
+// After a short outage the spares are back soon after the upstream: a
+// batch of dials that all failed counts as one failure for the backoff,
+// not as one per dial (which put 16 spares 35 s behind a 1 s outage).
+func TestSparesBackSoonAfterOutage(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := &pipeDialer{}
+		d.down.Store(true)
+		var logs logBuffer
+		const spares = 16
+		p := newPipePool(t, d, Config{Spares: spares, Logger: logs.Logger()})
+		time.Sleep(time.Second)
+		d.down.Store(false)
+		up := time.Now()
+		// During the outage the backoff reached 400-800 ms at most.
+		for p.Stats().IdleFresh < spares && time.Since(up) < time.Minute {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if took := time.Since(up); took > 2*time.Second {
+			t.Errorf("spares refilled %v after the upstream came back; want at most 2s", took)
+		}
+		out := logs.String()
+		if n := strings.Count(out, `msg="pool: upstream down"`); n != 1 {
+			t.Errorf("logged %q %d times; want once:\n%s", "upstream down", n, out)
+		}
+		if n := strings.Count(out, `msg="pool: upstream recovered"`); n != 1 {
+			t.Errorf("logged %q %d times; want once:\n%s", "upstream recovered", n, out)
+		}
+	})
+}
+
+// Close returns while the keeper backs off and its other spare dials
+// still report failures: no dial worker blocks on its report.
+func TestSparesCloseDuringBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var n atomic.Int64
+		p, err := New(Config{Spares: maxSpareDials + 10, Dial: func(ctx context.Context) (net.Conn, error) {
+			time.Sleep(time.Duration(n.Add(1)) * time.Millisecond) // failures spread over 64 ms
+			return nil, errDown
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond) // part of the batch has failed
+		p.Close()                         // a blocked worker would deadlock the bubble
+		if st := p.Stats(); st.Open != 0 || st.Dialing != 0 {
+			t.Errorf("after Close: got %d open, %d dialing; want 0 and 0", st.Open, st.Dialing)
+		}
+	})
+}
+
+// The counts stay balanced while callers churn through a pool at
+// MaxOpen with the keeper's dials in flight.
+func TestSparesAccountingUnderChurn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := &pipeDialer{}
+		p := newPipePool(t, d, Config{Spares: 8, MaxOpen: 12})
+		ctx := context.Background()
+		for range 200 {
+			var leases []Lease
+			for range 12 {
+				l, err := p.Get(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				leases = append(leases, l)
+			}
+			for i, l := range leases {
+				l.Release(Verdict{Used: i%2 == 0})
+			}
+			time.Sleep(time.Millisecond)
+		}
+		synctest.Wait()
+		st := p.Stats()
+		if st.Dialing != 0 || st.InUse != 0 || st.Open != st.IdleFresh+st.IdleUsed || st.IdleFresh < 8 {
+			t.Errorf("stats after churn: got %+v; want nothing dialing or in use, open = idle, 8 spares", st)
+		}
+	})
+}
+
 // Against a dead upstream the keeper backs off (no dial storm), logs
 // once, and recovers by itself when the upstream comes back.
 func TestSparesBackoffAndRecover(t *testing.T) {
