@@ -88,9 +88,16 @@ func TestIntegrityConcurrent(t *testing.T) {
 					t.Error(err)
 				}
 			}
+			// No OnSessionEnd and no debug log: the byte counts come
+			// from the stats alone.
+			waitFor(t, "every session to end", func() bool { return l.Stats().Active == 0 })
 			st := l.Stats()
 			if st.Sessions != clients {
 				t.Errorf("Stats.Sessions: got %d; want %d", st.Sessions, clients)
+			}
+			if want := uint64(clients * size); st.BytesToUpstream != want || st.BytesToClient != want {
+				t.Errorf("Stats bytes: got %d to upstream, %d to client; want %d each",
+					st.BytesToUpstream, st.BytesToClient, want)
 			}
 		})
 	}
