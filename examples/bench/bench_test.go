@@ -240,6 +240,46 @@ func TestReport(t *testing.T) {
 	}
 }
 
+func TestCompare(t *testing.T) {
+	var in bytes.Buffer
+	cpu := map[string][]float64{"base": {200, 210, 190, 220}, "new": {190, 215, 180, 200}}
+	rate := map[string][]float64{"base": {3000, 3100, 2900, 3200}, "new": {3100, 3000, 3000, 3300}}
+	for rep := range 4 {
+		for _, target := range []string{"base", "new"} {
+			r := Result{Target: target, Rep: rep + 1, Test: "churn", Metrics: map[string]float64{
+				"cpu_ms_per_1000": cpu[target][rep], "sessions_per_s": rate[target][rep],
+			}}
+			if target == "new" && rep == 3 {
+				r.Errors = 2
+			}
+			line, _ := json.Marshal(r)
+			in.Write(append(line, '\n'))
+		}
+	}
+	path := filepath.Join(t.TempDir(), "ab.jsonl")
+	if err := os.WriteFile(path, in.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"compare", "-in", path}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		// Lower is better: new is lower in reps 1, 3 and 4.
+		"| churn, 16 workers: proxy CPU-ms/1000 sessions | 205 | 195 | 0.951 | 3 of 4 pairs |",
+		// Higher is better: new is higher in reps 1, 3 and 4; equal medians.
+		"| churn, 16 workers: sessions/s | 3050 | 3050 | 1.00 | 3 of 4 pairs |",
+		"new: 1 result(s) of churn counted errors",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("compare: missing %q in:\n%s", want, out.String())
+		}
+	}
+	if err := run(context.Background(), []string{"compare", "-in", path, "-b", "other"}, io.Discard, io.Discard); err == nil {
+		t.Error("compare with a label that has no results: got nil error")
+	}
+}
+
 func TestFmtNum(t *testing.T) {
 	for _, tt := range []struct {
 		in   float64

@@ -48,6 +48,7 @@ commands:
   load        run one load mode and print its result
   iocopy      run a plain io.Copy TCP proxy
   report      turn result lines into a markdown table
+  compare     compare two builds measured in alternating pairs (bench/ab.sh)
   freeport    print a free 127.0.0.1 TCP port
   waitlisten  wait until a 127.0.0.1 port is listening
 
@@ -70,6 +71,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runIOCopy(ctx, rest, stdout, stderr)
 	case "report":
 		return runReport(ctx, rest, stdout, stderr)
+	case "compare":
+		return runCompare(ctx, rest, stdout, stderr)
 	case "freeport":
 		return runFreePort(ctx, rest, stdout, stderr)
 	case "waitlisten":

@@ -116,6 +116,8 @@ type report struct {
 	targets []string
 	// values[test][metric][target] are the per-rep values.
 	values map[string]map[string]map[string][]float64
+	// byRep[test][metric][target][rep] is the same value by its rep.
+	byRep map[string]map[string]map[string]map[int]float64
 	// errs[test][target] are the results that counted errors.
 	errs map[string]map[string][]Result
 	reps int
@@ -125,6 +127,7 @@ func readResults(r io.Reader, targets []string) (*report, error) {
 	rep := &report{
 		targets: slices.Clone(targets),
 		values:  map[string]map[string]map[string][]float64{},
+		byRep:   map[string]map[string]map[string]map[int]float64{},
 		errs:    map[string]map[string][]Result{},
 	}
 	sc := bufio.NewScanner(r)
@@ -150,6 +153,7 @@ func readResults(r io.Reader, targets []string) (*report, error) {
 				rep.values[res.Test][m] = map[string][]float64{}
 			}
 			rep.values[res.Test][m][res.Target] = append(rep.values[res.Test][m][res.Target], v)
+			setByRep(rep.byRep, res, m, v)
 		}
 		if res.Errors > 0 {
 			if rep.errs[res.Test] == nil {
@@ -159,6 +163,19 @@ func readResults(r io.Reader, targets []string) (*report, error) {
 		}
 	}
 	return rep, sc.Err()
+}
+
+func setByRep(byRep map[string]map[string]map[string]map[int]float64, res Result, metric string, v float64) {
+	if byRep[res.Test] == nil {
+		byRep[res.Test] = map[string]map[string]map[int]float64{}
+	}
+	if byRep[res.Test][metric] == nil {
+		byRep[res.Test][metric] = map[string]map[int]float64{}
+	}
+	if byRep[res.Test][metric][res.Target] == nil {
+		byRep[res.Test][metric][res.Target] = map[int]float64{}
+	}
+	byRep[res.Test][metric][res.Target][res.Rep] = v
 }
 
 func (rp *report) median(test, metric, target string) float64 {

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# bench/ab.sh: compare two builds of the bundled proxy on one load, in
+# alternating pairs, and print each figure's medians and in how many pairs
+# the new build did better. On a small noisy machine this is the way to
+# see a change of a few percent: both builds run in the same minutes, and
+# the order within a pair alternates (base first, then new first), because
+# the first of a pair tends to win whichever build it is.
+#
+# Everything listens on and dials 127.0.0.1 only; every process started
+# here is bounded in time and killed on exit. See bench/README.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+usage() {
+	cat <<'EOF'
+usage: bash bench/ab.sh [flags]
+
+  --base REV       git revision of the base build (default HEAD)
+  --new REV        git revision of the new build (default: the work tree)
+  --mode M         churn (default), rr, throughput or idle
+  --conns N        churn workers, rr conns, streams or idle sessions
+                   (default: 16, 32, 16, 3000)
+  --dir D          throughput direction: c2u (default) or u2c
+  --reuse R        never (default, with -spares 16) or verified (a fence)
+  --tls            churn against the TLS upstream (the proxy originates TLS,
+                   with -upstream-tls-curves X25519, as bench/run.sh)
+  --pairs N        pairs of runs (default 6)
+  --warmup D       warm-up before each measurement (default 1s)
+  --duration D     measured window (default 4s)
+  --out FILE       keep the raw JSON lines in FILE
+  -h, --help       this text
+EOF
+}
+
+base=HEAD new="" mode=churn conns="" dir=c2u reuse=never tls=0 pairs=6
+warmup=1s duration=4s out=""
+while (($#)); do
+	case $1 in
+	--base) base=$2; shift ;;
+	--new) new=$2; shift ;;
+	--mode) mode=$2; shift ;;
+	--conns) conns=$2; shift ;;
+	--dir) dir=$2; shift ;;
+	--reuse) reuse=$2; shift ;;
+	--tls) tls=1 ;;
+	--pairs) pairs=$2; shift ;;
+	--warmup) warmup=$2; shift ;;
+	--duration) duration=$2; shift ;;
+	--out) out=$2; shift ;;
+	-h | --help) usage; exit 0 ;;
+	*) echo "ab.sh: unknown flag $1" >&2; usage >&2; exit 2 ;;
+	esac
+	shift
+done
+case $mode in
+churn) : "${conns:=16}" ;;
+rr) : "${conns:=32}" ;;
+throughput) : "${conns:=16}" ;;
+idle) : "${conns:=3000}" ;;
+*) echo "ab.sh: --mode: want churn, rr, throughput or idle, not $mode" >&2; exit 2 ;;
+esac
+case $reuse in never | verified) ;; *) echo "ab.sh: --reuse: want never or verified, not $reuse" >&2; exit 2 ;; esac
+case $dir in c2u | u2c) ;; *) echo "ab.sh: --dir: want c2u or u2c, not $dir" >&2; exit 2 ;; esac
+if ((tls)) && [[ $mode != churn ]]; then
+	echo "ab.sh: --tls goes with --mode churn" >&2
+	exit 2
+fi
+[[ $pairs =~ ^[1-9][0-9]*$ ]] || { echo "ab.sh: --pairs: want a positive count, not $pairs" >&2; exit 2; }
+
+log() { echo "== $*" >&2; }
+
+tmp=$(mktemp -d /tmp/relay-ab.XXXXXX)
+started=()
+cleanup() {
+	local p
+	for p in "${started[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	sleep 0.3
+	for p in "${started[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	git worktree remove --force "$tmp/src-base" 2>/dev/null || true
+	git worktree remove --force "$tmp/src-new" 2>/dev/null || true
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# build NAME REV: builds the proxy at REV (empty: the work tree) as $tmp/NAME.
+build() {
+	local name=$1 rev=$2 src=.
+	if [[ -n $rev ]]; then
+		src=$tmp/src-$name
+		git worktree add --quiet --detach "$src" "$rev"
+	fi
+	(cd "$src" && go build -o "$tmp/$name" ./examples/proxy)
+	log "$name: ${rev:-work tree} ($(cd "$src" && git rev-parse --short HEAD)$([[ -n $rev ]] || git diff --quiet HEAD || echo ', modified'))"
+}
+log "building"
+go build -o "$tmp/bench" ./examples/bench
+build base "$base"
+build new "$new"
+
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+life=$((pairs * 2 * 60 + 300))
+"$tmp/bench" upstream -dir "$tmp" -env-file "$tmp/up.env" -timeout "${life}s" >"$tmp/upstream.log" 2>&1 &
+started+=($!)
+for _ in $(seq 200); do [[ -e $tmp/up.env ]] && break; sleep 0.05; done
+[[ -e $tmp/up.env ]] || { cat "$tmp/upstream.log" >&2; echo "ab.sh: the upstream servers did not start" >&2; exit 1; }
+# SINK SOURCE ECHO TLSECHO CONTROL CA_FILE
+. "$tmp/up.env"
+
+up=$ECHO server=echo load_args=(-mode "$mode" -conns "$conns")
+case $mode in
+throughput)
+	if [[ $dir == c2u ]]; then up=$SINK server=sink; else up=$SOURCE server=source; fi
+	load_args+=(-dir "$dir") ;;
+idle) load_args+=(-settle 1s) ;;
+esac
+if ((tls)); then up=$TLSECHO server=tlsecho; fi
+load_args+=(-server "$server")
+
+proxy_args=(-upstream "$up" -log-level warn)
+if [[ $reuse == verified ]]; then
+	proxy_args+=(-reuse verified -fence-send 'PING\r\n' -fence-expect '+PONG\r\n')
+else
+	proxy_args+=(-reuse never -spares 16)
+fi
+((tls)) && proxy_args+=(-upstream-tls -upstream-tls-ca "$CA_FILE" -upstream-tls-curves X25519)
+
+jsonl=$tmp/ab.jsonl
+: >"$jsonl"
+# measure NAME PAIR: one run of build NAME, labelled with the pair's number.
+measure() {
+	local name=$1 pair=$2 port wrapper pid=""
+	port=$("$tmp/bench" freeport)
+	timeout -s KILL "${life}s" "$tmp/$name" -listen "127.0.0.1:$port" "${proxy_args[@]}" >"$tmp/$name.log" 2>&1 &
+	wrapper=$!
+	started+=("$wrapper")
+	# The proxy itself, not timeout(1), is the process tree to measure.
+	for _ in $(seq 250); do
+		pid=$(pgrep -P "$wrapper" | head -n1 || true)
+		[[ -n $pid ]] && break
+		sleep 0.02
+	done
+	if [[ -z $pid ]] || ! "$tmp/bench" waitlisten -port "$port" -pid "$pid" -timeout 10s 2>>"$tmp/$name.log"; then
+		cat "$tmp/$name.log" >&2
+		echo "ab.sh: $name did not start" >&2
+		exit 1
+	fi
+	timeout -s KILL 300 "$tmp/bench" load -addr "127.0.0.1:$port" -pid "$pid" -control "$CONTROL" \
+		-target "$name" -rep "$pair" -warmup "$warmup" -duration "$duration" -json "$jsonl" "${load_args[@]}" >&2 || true
+	kill -TERM "$wrapper" 2>/dev/null || true
+	wait "$wrapper" 2>/dev/null || true
+}
+
+log "$pairs pair(s) of $mode (${load_args[*]}), reuse $reuse"
+for pair in $(seq "$pairs"); do
+	if ((pair % 2)); then
+		measure base "$pair"
+		measure new "$pair"
+	else
+		measure new "$pair"
+		measure base "$pair"
+	fi
+done
+[[ -n $out ]] && cp "$jsonl" "$out"
+"$tmp/bench" compare -in "$jsonl" -a base -b new
