@@ -70,13 +70,9 @@ fi
 log() { echo "== $*" >&2; }
 
 tmp=$(mktemp -d /tmp/relay-ab.XXXXXX)
-started=()
+. bench/lib.sh
 cleanup() {
-	local p
-	for p in "${started[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-	sleep 0.3
-	for p in "${started[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
+	stop_started
 	git worktree remove --force "$tmp/src-base" 2>/dev/null || true
 	git worktree remove --force "$tmp/src-new" 2>/dev/null || true
 	rm -rf "$tmp"
@@ -101,12 +97,7 @@ build new "$new"
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 life=$((pairs * 2 * 60 + 300))
-"$tmp/bench" upstream -dir "$tmp" -env-file "$tmp/up.env" -timeout "${life}s" >"$tmp/upstream.log" 2>&1 &
-started+=($!)
-for _ in $(seq 200); do [[ -e $tmp/up.env ]] && break; sleep 0.05; done
-[[ -e $tmp/up.env ]] || { cat "$tmp/upstream.log" >&2; echo "ab.sh: the upstream servers did not start" >&2; exit 1; }
-# SINK SOURCE ECHO TLSECHO CONTROL CA_FILE
-. "$tmp/up.env"
+start_upstreams "$life"
 
 up=$ECHO server=echo load_args=(-mode "$mode" -conns "$conns")
 case $mode in
@@ -130,17 +121,12 @@ jsonl=$tmp/ab.jsonl
 : >"$jsonl"
 # measure NAME PAIR: one run of build NAME, labelled with the pair's number.
 measure() {
-	local name=$1 pair=$2 port wrapper pid=""
+	local name=$1 pair=$2 port wrapper pid
 	port=$("$tmp/bench" freeport)
 	timeout -s KILL "${life}s" "$tmp/$name" -listen "127.0.0.1:$port" "${proxy_args[@]}" >"$tmp/$name.log" 2>&1 &
 	wrapper=$!
 	started+=("$wrapper")
-	# The proxy itself, not timeout(1), is the process tree to measure.
-	for _ in $(seq 250); do
-		pid=$(pgrep -P "$wrapper" | head -n1 || true)
-		[[ -n $pid ]] && break
-		sleep 0.02
-	done
+	pid=$(child_of "$wrapper") # the proxy itself, not timeout(1), is measured
 	if [[ -z $pid ]] || ! "$tmp/bench" waitlisten -port "$port" -pid "$pid" -timeout 10s 2>>"$tmp/$name.log"; then
 		cat "$tmp/$name.log" >&2
 		echo "ab.sh: $name did not start" >&2
@@ -150,6 +136,7 @@ measure() {
 		-target "$name" -rep "$pair" -warmup "$warmup" -duration "$duration" -json "$jsonl" "${load_args[@]}" >&2 || true
 	kill -TERM "$wrapper" 2>/dev/null || true
 	wait "$wrapper" 2>/dev/null || true
+	forget "$wrapper"
 }
 
 log "$pairs pair(s) of $mode (${load_args[*]}), reuse $reuse"

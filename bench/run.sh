@@ -77,20 +77,9 @@ note() {
 	echo "note: $*" >&2
 }
 
-# started holds the PIDs of every background process still running that
-# this script started; cleanup ends exactly those.
-started=()
-forget() {
-	local keep=() p
-	for p in "${started[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
-	started=("${keep[@]}")
-}
+. bench/lib.sh
 cleanup() {
-	local p
-	for p in "${started[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-	sleep 0.3
-	for p in "${started[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
+	stop_started
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -174,16 +163,7 @@ fi
 # ---------------------------------------------------------------- upstream
 
 log "starting the upstream servers"
-"$tmp/bench" upstream -dir "$tmp" -env-file "$tmp/up.env" -timeout "${life}s" >"$tmp/upstream.log" 2>&1 &
-started+=($!)
-for _ in $(seq 200); do [[ -e $tmp/up.env ]] && break; sleep 0.05; done
-if [[ ! -e $tmp/up.env ]]; then
-	cat "$tmp/upstream.log" >&2
-	echo "run.sh: the upstream servers did not start" >&2
-	exit 1
-fi
-# SINK SOURCE ECHO TLSECHO CONTROL CA_FILE
-. "$tmp/up.env"
+start_upstreams "$life"
 
 # ---------------------------------------------------------------- proxies
 
@@ -281,13 +261,7 @@ start_proxy() {
 	timeout -s KILL "${life}s" "${cmd[@]}" >"$dir/log" 2>&1 &
 	PROXY_WRAPPER=$!
 	started+=("$PROXY_WRAPPER")
-	PROXY_PID=""
-	for _ in $(seq 250); do
-		PROXY_PID=$(pgrep -P "$PROXY_WRAPPER" | head -n1 || true)
-		[[ -n $PROXY_PID ]] && break
-		kill -0 "$PROXY_WRAPPER" 2>/dev/null || break
-		sleep 0.02
-	done
+	PROXY_PID=$(child_of "$PROXY_WRAPPER")
 	if [[ -z $PROXY_PID ]] ||
 		! "$tmp/bench" waitlisten -port "$PROXY_PORT" -pid "$PROXY_PID" -timeout 10s 2>>"$dir/log"; then
 		# One note per target and kind of upstream, not per attempt.

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 )
 
@@ -26,14 +25,9 @@ func runCompare(_ context.Context, args []string, stdout, stderr io.Writer) erro
 	if *in == "" {
 		return fmt.Errorf("-in: required")
 	}
-	f, err := os.Open(*in)
+	rp, err := readResultsFile(*in, []string{*a, *b})
 	if err != nil {
 		return err
-	}
-	rp, err := readResults(f, []string{*a, *b})
-	f.Close()
-	if err != nil {
-		return fmt.Errorf("reading %s: %w", *in, err)
 	}
 	return writeComparison(stdout, rp, *a, *b)
 }

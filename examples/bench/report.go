@@ -165,6 +165,20 @@ func readResults(r io.Reader, targets []string) (*report, error) {
 	return rep, sc.Err()
 }
 
+// readResultsFile is readResults of the file at path.
+func readResultsFile(path string, targets []string) (*report, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	rp, err := readResults(f, targets)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	return rp, nil
+}
+
 func setByRep(byRep map[string]map[string]map[string]map[int]float64, res Result, metric string, v float64) {
 	if byRep[res.Test] == nil {
 		byRep[res.Test] = map[string]map[string]map[int]float64{}
@@ -295,14 +309,9 @@ func runReport(_ context.Context, args []string, stdout, stderr io.Writer) error
 	if *in == "" {
 		return fmt.Errorf("-in: required")
 	}
-	f, err := os.Open(*in)
+	rp, err := readResultsFile(*in, strings.Split(*targets, ","))
 	if err != nil {
 		return err
-	}
-	rp, err := readResults(f, strings.Split(*targets, ","))
-	f.Close()
-	if err != nil {
-		return fmt.Errorf("reading %s: %w", *in, err)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# %s\n\n", *title)
