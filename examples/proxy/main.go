@@ -8,7 +8,7 @@
 // try it:
 //
 //	go run ./examples/proxy
-//	echo hello | nc 127.0.0.1 7070      # upstream conn #1: hello
+//	echo hello | nc 127.0.0.1 7070      # upstream conn #N: hello
 //
 // In front of a real server:
 //
