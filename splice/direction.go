@@ -29,8 +29,12 @@ type direction struct {
 	parkID  uint64
 
 	// act is the time (since s.start) of the last byte read or written,
-	// for the idle timer.
+	// for the idle and park timers.
 	act atomic.Int64
+	// delivering is set while a spliced direction writes a chunk, which
+	// can take long when the destination reads slowly: the direction is
+	// then busy, not idle, and the park timer leaves it alone.
+	delivering atomic.Bool
 	// seq is the ticket of this direction's last write that delivered a
 	// byte (0 if none): the direction with the larger seq moved the last
 	// byte. The ticket (from s.seq) is taken before the write starts:

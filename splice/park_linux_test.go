@@ -2,9 +2,11 @@ package splice
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"testing"
 	"time"
@@ -197,4 +199,55 @@ func TestParkMany(t *testing.T) {
 		t.Fatal("sessions did not end")
 	}
 	waitUnparked(t)
+}
+
+// parksSoFar is how many times a direction has parked since the process
+// started.
+func parksSoFar() uint64 {
+	p := &theParker
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.nextID
+}
+
+// TestNoParkWhileDelivering: a copyToClient blocked on a client that reads
+// nothing is busy, not idle. It does not park then, nor when the client
+// reads again with data always waiting (it used to, once per stall, to be
+// woken at once by the waiting data).
+func TestNoParkWhileDelivering(t *testing.T) {
+	shortPark(t, 50*time.Millisecond)
+	s := startSession(t, tcpT, tcpT, Options{})
+	before := parksSoFar()
+	wrote := make(chan error, 1)
+	go func() {
+		chunk := make([]byte, 64<<10)
+		for {
+			if _, err := s.upstreamEnd.Write(chunk); err != nil {
+				wrote <- err
+				return
+			}
+		}
+	}()
+	time.Sleep(500 * time.Millisecond) // ten park periods with the client not reading
+	buf := make([]byte, 64<<10)
+	var got int
+	for until := time.Now().Add(200 * time.Millisecond); time.Now().Before(until); {
+		n, err := s.clientEnd.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got += n
+	}
+	if n := parksSoFar() - before; n != 0 {
+		t.Errorf("copyToClient parked %d time(s) with data waiting; want 0", n)
+	}
+	if got < 1<<20 {
+		t.Errorf("the client read %d bytes in 200ms; want the stream to flow", got)
+	}
+	s.upstreamEnd.SetWriteDeadline(time.Now()) // stop the writer
+	if err := <-wrote; !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("writer: %v; want the deadline", err)
+	}
+	s.cancel()
+	s.wait(t)
 }

@@ -141,12 +141,13 @@ func (s *session) copyToClient() {
 }
 
 // checkPark is the park timer's callback: once copyToClient has moved
-// nothing for parkAfter, it asks it to park, with a read deadline in the
-// past on the upstream (endRead parks it). Else it re-arms itself: for
-// the rest of the period when the direction has been quiet for more than
-// half of it, otherwise later and later (up to maxParkBackoff), so that a
-// busy session costs about one callback a second. It does nothing once
-// the session is stopping, draining or half over.
+// nothing for parkAfter, and is not blocked delivering a chunk, it asks
+// it to park, with a read deadline in the past on the upstream (endRead
+// parks it). Else it re-arms itself: for the rest of the period when the
+// direction has been quiet for more than half of it, otherwise later and
+// later (up to maxParkBackoff), so that a busy session costs about one
+// callback a second. It does nothing once the session is stopping,
+// draining or half over.
 func (s *session) checkPark() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -155,6 +156,12 @@ func (s *session) checkPark() {
 		return
 	}
 	quiet := time.Since(s.start) - time.Duration(d.act.Load())
+	if d.delivering.Load() {
+		// Waiting for a slow client to take a chunk: busy, not idle.
+		// Parking would only take it out of its read, and the data
+		// waiting there would wake it at once.
+		quiet = 0
+	}
 	if rest := s.parkAfter - quiet; rest > 0 {
 		if quiet < s.parkAfter/2 {
 			s.parkBackoff = min(2*max(s.parkBackoff, s.parkAfter), maxParkBackoff)

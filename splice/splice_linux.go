@@ -122,7 +122,10 @@ func (d *direction) spliceCopy() (rerr, werr error) {
 		case sp.eof:
 			return nil, nil
 		}
-		if err := d.kernelWrite(); err != nil {
+		d.delivering.Store(true)
+		err := d.kernelWrite()
+		d.delivering.Store(false)
+		if err != nil {
 			return nil, err
 		}
 	}
