@@ -26,15 +26,17 @@ type direction struct {
 	ended   bool
 	parkReq bool
 	parked  bool
-	parkID  uint64
+	// delivering is set while a spliced direction writes a chunk, which
+	// can take long when the destination reads slowly: the direction is
+	// then busy, not idle, and the park timer leaves it alone. (It sits
+	// with the bools, in their word: one more word would move the
+	// session into the next allocation size class, 128 bytes up.)
+	delivering atomic.Bool
+	parkID     uint64
 
 	// act is the time (since s.start) of the last byte read or written,
 	// for the idle and park timers.
 	act atomic.Int64
-	// delivering is set while a spliced direction writes a chunk, which
-	// can take long when the destination reads slowly: the direction is
-	// then busy, not idle, and the park timer leaves it alone.
-	delivering atomic.Bool
 	// seq is the ticket of this direction's last write that delivered a
 	// byte (0 if none): the direction with the larger seq moved the last
 	// byte. The ticket (from s.seq) is taken before the write starts:
