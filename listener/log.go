@@ -31,17 +31,16 @@ func endedLevel(err error) slog.Level {
 	return slog.LevelDebug
 }
 
-// logsEnded reports whether sessionEnded would write a record for a
-// session that ended with err.
+// logsEnded reports whether the "session ended" record of a session that
+// ended with err is enabled; sessionEnded is to be called only then.
 func (g logger) logsEnded(err error) bool {
 	return g.l.Enabled(context.Background(), endedLevel(err))
 }
 
+// sessionEnded writes the "session ended" record; the caller checked
+// logsEnded, so that a disabled record costs no SessionInfo.
 func (g logger) sessionEnded(info *SessionInfo) {
 	level := endedLevel(info.Err)
-	if !g.l.Enabled(context.Background(), level) {
-		return
-	}
 	r := &info.Result
 	g.l.Log(context.Background(), level, "session ended",
 		"session", info.ID,

@@ -107,8 +107,9 @@ func (l *ProxyListener) startSession(c net.Conn) bool {
 // Its frame, and those of the functions it calls, are kept small: this
 // goroutine's stack is most of what an idle session costs, and Go grows
 // a stack by doubling it, never shrinking it back while the session
-// lives. Whatever is large (the lease, the Result, the SessionInfo) lives
-// in s or in endFailed's and endCopied's frames, which come after the copy.
+// lives. Whatever is large lives in s (the lease, the Result) or in the
+// frames of endFailed and reportCopied (the SessionInfo), which come
+// after the copy.
 func (l *ProxyListener) serveSession(s *session) {
 	defer l.sessionDone(s)
 	if l.acquire(s) {
@@ -185,15 +186,16 @@ func (l *ProxyListener) endCopied(s *session) {
 	s.phase.Store(uint32(PhaseRelease))
 	outcome := lease.Release(l.verdictOf(&s.res))
 	l.stats.record(&s.res)
-	if l.cfg.OnSessionEnd != nil || l.log.logsEnded(s.res.Err) {
-		l.reportCopied(s, clientAddr, lease.Source(), outcome)
+	if logs := l.log.logsEnded(s.res.Err); logs || l.cfg.OnSessionEnd != nil {
+		l.reportCopied(s, clientAddr, lease.Source(), outcome, logs)
 	}
 }
 
-// reportCopied logs and reports a session that ended after its copy.
+// reportCopied logs (when logs) and reports a session that ended after
+// its copy.
 //
 //go:noinline
-func (l *ProxyListener) reportCopied(s *session, clientAddr net.Addr, src pool.Source, outcome pool.Outcome) {
+func (l *ProxyListener) reportCopied(s *session, clientAddr net.Addr, src pool.Source, outcome pool.Outcome, logs bool) {
 	res := &s.res
 	info := SessionInfo{ID: s.id, ClientAddr: clientAddr, Start: s.start}
 	info.Source = src
@@ -202,7 +204,9 @@ func (l *ProxyListener) reportCopied(s *session, clientAddr net.Addr, src pool.S
 	info.Outcome = outcome
 	info.Err = res.Err
 	info.Duration = time.Since(s.start)
-	l.log.sessionEnded(&info)
+	if logs {
+		l.log.sessionEnded(&info)
+	}
 	l.endSession(&info)
 }
 

@@ -60,7 +60,7 @@ func park(d *direction) bool {
 			Fd:     int32(uint32(id)),
 			Pad:    int32(uint32(id >> 32)),
 		}
-		err = unix.EpollCtl(p.epfd(), unix.EPOLL_CTL_ADD, int(fd), &ev)
+		err = unix.EpollCtl(p.fd, unix.EPOLL_CTL_ADD, int(fd), &ev)
 	})
 	if cerr != nil || err != nil {
 		p.stopIfIdleLocked()
@@ -85,7 +85,7 @@ func unpark(d *direction) {
 	// Control holds it meanwhile. ENOENT cannot happen; any error leaves
 	// nothing to undo.
 	d.sp.srcRaw.Control(func(fd uintptr) {
-		unix.EpollCtl(p.epfd(), unix.EPOLL_CTL_DEL, int(fd), nil)
+		unix.EpollCtl(p.fd, unix.EPOLL_CTL_DEL, int(fd), nil)
 	})
 	p.stopIfIdleLocked()
 }
@@ -123,9 +123,6 @@ func (p *parker) stopIfIdleLocked() {
 		p.file, p.fd = nil, -1
 	}
 }
-
-// epfd returns the epoll instance's fd; p.mu is held and p.file is open.
-func (p *parker) epfd() int { return p.fd }
 
 // wait is the parker's goroutine: it waits for events on f (an epoll
 // instance) and wakes the directions they are for, until f is closed.
