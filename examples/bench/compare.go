@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -32,29 +34,34 @@ func runCompare(_ context.Context, args []string, stdout, stderr io.Writer) erro
 	return writeComparison(stdout, rp, *a, *b)
 }
 
-// writeComparison writes the markdown table of runCompare.
+// writeComparison writes the markdown table of runCompare: a row for
+// each test in the results (any -conns: rr-8 as well as rr-32) and each
+// of its metrics that has a better direction.
 func writeComparison(w io.Writer, rp *report, a, b string) error {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "| figure | %s | %s | %s ÷ %s | %s better in |\n|---|---|---|---|---|\n", a, b, b, a, b)
 	rows := 0
-	for _, f := range figures() {
-		byTarget := rp.values[f.test][f.metric]
-		va, vb := byTarget[a], byTarget[b]
-		if f.better == 0 || len(va) == 0 || len(vb) == 0 {
-			continue
+	tests := slices.Sorted(maps.Keys(rp.values))
+	for _, test := range tests {
+		for _, m := range comparedMetrics() {
+			byTarget := rp.values[test][m.metric]
+			va, vb := byTarget[a], byTarget[b]
+			if len(va) == 0 || len(vb) == 0 {
+				continue
+			}
+			ma, mb := median(va), median(vb)
+			wins, pairs := pairWins(rp.pairs(test, m.metric, a, b), m.better)
+			fmt.Fprintf(&sb, "| %s: %s | %s | %s | %s | %d of %d pairs |\n",
+				test, m.unit, fmtNum(ma), fmtNum(mb), fmtNum(mb/ma), wins, pairs)
+			rows++
 		}
-		ma, mb := median(va), median(vb)
-		wins, pairs := pairWins(rp.pairs(f.test, f.metric, a, b), f.better)
-		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %d of %d pairs |\n",
-			f.label, fmtNum(ma), fmtNum(mb), fmtNum(mb/ma), wins, pairs)
-		rows++
 	}
 	if rows == 0 {
 		return fmt.Errorf("no figure has results for both %q and %q", a, b)
 	}
 	for _, t := range []string{a, b} {
-		for test, byTarget := range rp.errs {
-			if n := len(byTarget[t]); n > 0 {
+		for _, test := range tests {
+			if n := len(rp.errs[test][t]); n > 0 {
 				fmt.Fprintf(&sb, "\n%s: %d result(s) of %s counted errors", t, n, test)
 			}
 		}
@@ -62,6 +69,27 @@ func writeComparison(w io.Writer, rp *report, a, b string) error {
 	sb.WriteString("\n")
 	_, err := io.WriteString(w, sb.String())
 	return err
+}
+
+// comparedMetric is a metric that has a better direction, with the unit
+// the report's rows give it.
+type comparedMetric struct {
+	metric, unit string
+	better       int
+}
+
+// comparedMetrics lists, in the report's order, each metric of figures()
+// that has a better direction, once.
+func comparedMetrics() []comparedMetric {
+	var ms []comparedMetric
+	for _, f := range figures() {
+		if f.better == 0 || slices.ContainsFunc(ms, func(m comparedMetric) bool { return m.metric == f.metric }) {
+			continue
+		}
+		_, unit, _ := strings.Cut(f.label, ": ")
+		ms = append(ms, comparedMetric{f.metric, unit, f.better})
+	}
+	return ms
 }
 
 // pairs returns the (a, b) values of metric that share a rep, in rep order.
