@@ -24,9 +24,10 @@ usage: bash bench/ab.sh [flags]
   --reuse R        never (default, with -spares 16) or verified (a fence)
   --tls            churn against the TLS upstream (the proxy originates TLS,
                    with -upstream-tls-curves X25519, as bench/run.sh)
-  --pairs N        pairs of runs (default 6)
+  --pairs N        pairs of runs (default 6); an even count lets each
+                   build go first equally often
   --warmup D       warm-up before each measurement (default 1s)
-  --duration D     measured window (default 4s)
+  --duration D     measured window (default 4s); D is N ms, s or m
   --out FILE       keep the raw JSON lines in FILE
   -h, --help       this text
 EOF
@@ -66,6 +67,17 @@ if ((tls)) && [[ $mode != churn ]]; then
 	exit 2
 fi
 [[ $pairs =~ ^[1-9][0-9]*$ ]] || { echo "ab.sh: --pairs: want a positive count, not $pairs" >&2; exit 2; }
+# secs D: whole seconds, rounded up, of a duration given as Nms, Ns or Nm.
+secs() {
+	case $1 in
+	*ms) echo $(((${1%ms} + 999) / 1000)) ;;
+	*s) echo "${1%s}" ;;
+	*m) echo $((${1%m} * 60)) ;;
+	esac
+}
+for d in "$warmup" "$duration"; do
+	[[ $d =~ ^[0-9]+(ms|s|m)$ ]] || { echo "ab.sh: --warmup, --duration: want a whole number of ms, s or m, not $d" >&2; exit 2; }
+done
 
 log() { echo "== $*" >&2; }
 
@@ -76,6 +88,7 @@ cleanup() {
 	git worktree remove --force "$tmp/src-base" 2>/dev/null || true
 	git worktree remove --force "$tmp/src-new" 2>/dev/null || true
 	rm -rf "$tmp"
+	git worktree prune 2>/dev/null || true
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -96,7 +109,10 @@ build base "$base"
 build new "$new"
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-life=$((pairs * 2 * 60 + 300))
+# Bounds: a load run gets its warm-up and measured window plus a minute
+# (idle sets up thousands of sessions); everything lives for all the runs.
+per_run=$(($(secs "$warmup") + $(secs "$duration") + 60))
+life=$((pairs * 2 * (per_run + 15) + 60))
 start_upstreams "$life"
 
 up=$ECHO server=echo load_args=(-mode "$mode" -conns "$conns")
@@ -121,22 +137,18 @@ jsonl=$tmp/ab.jsonl
 : >"$jsonl"
 # measure NAME PAIR: one run of build NAME, labelled with the pair's number.
 measure() {
-	local name=$1 pair=$2 port wrapper pid
+	local name=$1 pair=$2 port
 	port=$("$tmp/bench" freeport)
-	timeout -s KILL "${life}s" "$tmp/$name" -listen "127.0.0.1:$port" "${proxy_args[@]}" >"$tmp/$name.log" 2>&1 &
-	wrapper=$!
-	started+=("$wrapper")
-	pid=$(child_of "$wrapper") # the proxy itself, not timeout(1), is measured
-	if [[ -z $pid ]] || ! "$tmp/bench" waitlisten -port "$port" -pid "$pid" -timeout 10s 2>>"$tmp/$name.log"; then
+	if ! start_wrapped "$life" "$tmp/$name.log" "$port" "$tmp/$name" -listen "127.0.0.1:$port" "${proxy_args[@]}"; then
 		cat "$tmp/$name.log" >&2
 		echo "ab.sh: $name did not start" >&2
 		exit 1
 	fi
-	timeout -s KILL 300 "$tmp/bench" load -addr "127.0.0.1:$port" -pid "$pid" -control "$CONTROL" \
-		-target "$name" -rep "$pair" -warmup "$warmup" -duration "$duration" -json "$jsonl" "${load_args[@]}" >&2 || true
-	kill -TERM "$wrapper" 2>/dev/null || true
-	wait "$wrapper" 2>/dev/null || true
-	forget "$wrapper"
+	if ! timeout -s KILL "$per_run" "$tmp/bench" load -addr "127.0.0.1:$port" -pid "$PROXY_PID" -control "$CONTROL" \
+		-target "$name" -rep "$pair" -warmup "$warmup" -duration "$duration" -json "$jsonl" "${load_args[@]}" >&2; then
+		echo "ab.sh: $name, pair $pair: bench load failed; that pair is left out" >&2
+	fi
+	stop_proxy
 }
 
 log "$pairs pair(s) of $mode (${load_args[*]}), reuse $reuse"

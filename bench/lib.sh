@@ -17,7 +17,13 @@ stop_started() {
 	local p
 	for p in "${started[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 	sleep 0.3
-	for p in "${started[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+	# A recorded PID may be a timeout(1) wrapper, which leads a process
+	# group of its own: KILL the group, so that the proxy under it (and
+	# socat's forked children) go too.
+	for p in "${started[@]}"; do
+		kill -KILL -- "-$p" 2>/dev/null || true
+		kill -KILL "$p" 2>/dev/null || true
+	done
 	wait 2>/dev/null || true
 }
 
@@ -36,15 +42,42 @@ start_upstreams() {
 	. "$tmp/up.env"
 }
 
-# child_of WRAPPER: prints the PID of WRAPPER's child (the proxy under
-# timeout(1)), waiting up to 5 s for it; prints nothing if there is none.
-child_of() {
-	local pid=""
+# start_wrapped LIFE LOG PORT CMD...: runs CMD under timeout(1) for at
+# most LIFE seconds, its output to LOG, and waits until it listens on
+# 127.0.0.1:PORT. Sets PROXY_WRAPPER (the timeout(1)) and PROXY_PID (the
+# proxy itself, the process tree to measure). On failure it stops what
+# it started and returns 1.
+start_wrapped() {
+	local life=$1 log=$2 port=$3
+	shift 3
+	timeout -s KILL "${life}s" "$@" >"$log" 2>&1 &
+	PROXY_WRAPPER=$!
+	started+=("$PROXY_WRAPPER")
+	PROXY_PID=""
 	for _ in $(seq 250); do
-		pid=$(pgrep -P "$1" | head -n1 || true)
-		[[ -n $pid ]] && break
-		kill -0 "$1" 2>/dev/null || break
+		PROXY_PID=$(pgrep -P "$PROXY_WRAPPER" | head -n1 || true)
+		[[ -n $PROXY_PID ]] && break
+		kill -0 "$PROXY_WRAPPER" 2>/dev/null || break
 		sleep 0.02
 	done
-	echo "$pid"
+	if [[ -z $PROXY_PID ]] ||
+		! "$tmp/bench" waitlisten -port "$port" -pid "$PROXY_PID" -timeout 10s 2>>"$log"; then
+		stop_proxy
+		return 1
+	fi
+}
+
+# stop_proxy stops what start_wrapped started: TERM, then KILL after 5 s.
+stop_proxy() {
+	kill -TERM "$PROXY_WRAPPER" 2>/dev/null || true
+	for _ in $(seq 100); do
+		kill -0 "$PROXY_WRAPPER" 2>/dev/null || break
+		sleep 0.05
+	done
+	if kill -0 "$PROXY_WRAPPER" 2>/dev/null; then
+		[[ -n $PROXY_PID ]] && kill -KILL "$PROXY_PID" 2>/dev/null || true
+		kill -KILL "$PROXY_WRAPPER" 2>/dev/null || true
+	fi
+	wait "$PROXY_WRAPPER" 2>/dev/null || true
+	forget "$PROXY_WRAPPER"
 }

@@ -50,6 +50,7 @@ while (($#)); do
 	esac
 	shift
 done
+[[ -n $groups ]] || { echo "run.sh: --groups: empty" >&2; usage >&2; exit 2; }
 for g in ${groups//,/ }; do
 	case $g in
 	c2u | u2c | echo | idle | tls) ;;
@@ -222,8 +223,7 @@ declare -A start_failed=()
 
 # start_proxy TARGET UPSTREAM TLS: starts the target in front of UPSTREAM
 # (TLS=1: the proxy originates TLS to it) and waits until it listens.
-# Sets PROXY_PORT, PROXY_PID (the proxy, root of its process tree) and
-# PROXY_WRAPPER (the timeout(1) around it).
+# Sets PROXY_PORT, and PROXY_PID and PROXY_WRAPPER (see start_wrapped).
 start_proxy() {
 	local target=$1 up=$2 tls=$3
 	local dir=$tmp/$target
@@ -258,34 +258,14 @@ start_proxy() {
 		cmd+=(-upstream-tls -upstream-tls-ca "$CA_FILE" -upstream-tls-curves X25519)
 	fi
 	echo "${cmd[*]}" >"$dir/cmd"
-	timeout -s KILL "${life}s" "${cmd[@]}" >"$dir/log" 2>&1 &
-	PROXY_WRAPPER=$!
-	started+=("$PROXY_WRAPPER")
-	PROXY_PID=$(child_of "$PROXY_WRAPPER")
-	if [[ -z $PROXY_PID ]] ||
-		! "$tmp/bench" waitlisten -port "$PROXY_PORT" -pid "$PROXY_PID" -timeout 10s 2>>"$dir/log"; then
+	if ! start_wrapped "$life" "$dir/log" "$PROXY_PORT" "${cmd[@]}"; then
 		# One note per target and kind of upstream, not per attempt.
 		if [[ -z ${start_failed[$target/$tls]:-} ]]; then
 			note "$target did not start in front of $up (tls=$tls), so its figures there are missing: $(tail -c 400 "$dir/log" | tr '\n' ' ')"
 		fi
 		start_failed[$target/$tls]=1
-		stop_proxy
 		return 1
 	fi
-}
-
-stop_proxy() {
-	kill -TERM "$PROXY_WRAPPER" 2>/dev/null || true
-	for _ in $(seq 100); do
-		kill -0 "$PROXY_WRAPPER" 2>/dev/null || break
-		sleep 0.05
-	done
-	if kill -0 "$PROXY_WRAPPER" 2>/dev/null; then
-		[[ -n $PROXY_PID ]] && kill -KILL "$PROXY_PID" 2>/dev/null || true
-		kill -KILL "$PROXY_WRAPPER" 2>/dev/null || true
-	fi
-	wait "$PROXY_WRAPPER" 2>/dev/null || true
-	forget "$PROXY_WRAPPER"
 }
 
 # ---------------------------------------------------------------- load
