@@ -77,22 +77,22 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 		logLevel:        slog.LevelInfo,
 	}
 	flags.Var(addrValue{s: &cfg.listen}, "listen", "accept clients on `host:port` (port 0 picks one; the bound address is logged)")
-	flags.Var(durationValue{&cfg.clientKeepalive}, "client-keepalive", fmt.Sprintf("TCP keepalive for clients: first probe after `d` idle, then every d, "+
-		"drop after %d unanswered (0: off; rounded up to whole seconds; at most %v). On Linux set once on the listening socket, "+
-		"which accepted conns inherit, instead of 4 system calls per client", clientKeepaliveCount, maxClientKeepalive))
+	flags.Var(durationValue{d: &cfg.clientKeepalive, max: maxClientKeepalive}, "client-keepalive", fmt.Sprintf("TCP keepalive for clients: first probe after `d` idle, then every d, "+
+		"drop after %d unanswered (0: off; rounded up to whole seconds; at most %s). On Linux set once on the listening socket, "+
+		"which accepted conns inherit, instead of 4 system calls per client", clientKeepaliveCount, fmtSeconds(maxClientKeepalive)))
 	flags.Var(addrValue{s: &cfg.upstream, empty: true}, "upstream", "forward to `host:port`; empty starts an embedded demo echo upstream on loopback")
 	flags.Var(policyValue{&cfg.reuse}, "reuse", "reuse `policy` for used upstream conns: never, clean or verified (see Reuse below)")
 	flags.Var(countValue{&cfg.spares}, "spares", "fresh upstream conns to keep dialed ahead (`n`)")
 	flags.Var(countValue{&cfg.maxIdle}, "max-idle", "used upstream conns kept for reuse (`n`; 0 keeps none)")
 	flags.Var(countValue{&cfg.maxOpen}, "max-open", "cap on all upstream conns, idle and in use (`n`; 0: no cap)")
 	flags.Var(countValue{&cfg.maxSessions}, "max-sessions", "cap on concurrent sessions; beyond it clients wait in the kernel backlog (`n`; 0: no cap)")
-	flags.Var(durationValue{&cfg.idleTimeout}, "idle-timeout", "close an idle pooled upstream conn after `d` (0: never)")
-	flags.Var(durationValue{&cfg.lifetime}, "max-lifetime", "close an upstream conn `d` after it was dialed (0: never)")
-	flags.Var(durationValue{&cfg.dialTimeout}, "dial-timeout", "bound on one upstream dial, TLS handshake included (`d`; 0: library default)")
-	flags.Var(durationValue{&cfg.getTimeout}, "get-timeout", "bound on a client's wait for an upstream conn before it is closed (`d`; 0: library default)")
-	flags.Var(durationValue{&cfg.sessionIdle}, "session-idle-timeout", "end a session when no byte moved either way for `d` (0: never)")
-	flags.Var(durationValue{&cfg.drain}, "drain-timeout", "with reuse: after the client's FIN, relay the reply until the upstream is quiet for `d` (0: 50ms, or 5ms with a fence, which drains late replies itself)")
-	flags.Var(durationValue{&cfg.shutdownGrace}, "shutdown-grace", "on SIGINT/SIGTERM, let sessions finish for `d`, then cut them (0 cuts at once)")
+	flags.Var(durationValue{d: &cfg.idleTimeout}, "idle-timeout", "close an idle pooled upstream conn after `d` (0: never)")
+	flags.Var(durationValue{d: &cfg.lifetime}, "max-lifetime", "close an upstream conn `d` after it was dialed (0: never)")
+	flags.Var(durationValue{d: &cfg.dialTimeout}, "dial-timeout", "bound on one upstream dial, TLS handshake included (`d`; 0: library default)")
+	flags.Var(durationValue{d: &cfg.getTimeout}, "get-timeout", "bound on a client's wait for an upstream conn before it is closed (`d`; 0: library default)")
+	flags.Var(durationValue{d: &cfg.sessionIdle}, "session-idle-timeout", "end a session when no byte moved either way for `d` (0: never)")
+	flags.Var(durationValue{d: &cfg.drain}, "drain-timeout", "with reuse: after the client's FIN, relay the reply until the upstream is quiet for `d` (0: 50ms, or 5ms with a fence, which drains late replies itself)")
+	flags.Var(durationValue{d: &cfg.shutdownGrace}, "shutdown-grace", "on SIGINT/SIGTERM, let sessions finish for `d`, then cut them (0 cuts at once)")
 	flags.Var(&bytesValue{b: &cfg.fenceSend}, "fence-send", "verified reuse: `bytes` written to a used upstream conn before it is kept (escapes \\r \\n \\t \\\\ \\xNN)")
 	flags.Var(&bytesValue{b: &cfg.fenceExpect}, "fence-expect", "verified reuse: `bytes` the reply to -fence-send must end with (same escapes)")
 	upTLS := flags.Bool("upstream-tls", false, "dial the upstream with TLS (handshake done before a conn is pooled)")
@@ -134,9 +134,6 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 
 	if err := cfg.checkReuse(set); err != nil {
 		return nil, err
-	}
-	if cfg.clientKeepalive > maxClientKeepalive {
-		return nil, badFlag("client-keepalive", cfg.clientKeepalive.String(), fmt.Errorf("more than %v", maxClientKeepalive))
 	}
 	if cfg.maxOpen > 0 && cfg.spares > cfg.maxOpen {
 		return nil, badFlag("spares", fmt.Sprint(cfg.spares), fmt.Errorf("more than -max-open %d", cfg.maxOpen))

@@ -92,7 +92,10 @@ func (v countValue) Set(s string) error {
 }
 
 // durationValue is a non-negative time.Duration.
-type durationValue struct{ d *time.Duration }
+type durationValue struct {
+	d   *time.Duration
+	max time.Duration // 0: no bound
+}
 
 func (v durationValue) String() string {
 	if v.d == nil {
@@ -108,10 +111,15 @@ func (v durationValue) Set(s string) error {
 		return errors.New("not a duration (e.g. 500ms, 30s, 5m)")
 	case d < 0:
 		return errors.New("must not be negative")
+	case v.max > 0 && d > v.max:
+		return fmt.Errorf("more than %s", fmtSeconds(v.max))
 	}
 	*v.d = d
 	return nil
 }
+
+// fmtSeconds prints a whole number of seconds as "32767s", not "9h6m7s".
+func fmtSeconds(d time.Duration) string { return fmt.Sprintf("%ds", d/time.Second) }
 
 // curveNames are the TLS key-exchange groups -upstream-tls-curves
 // accepts: the name String prints, and an alias for the NIST curves.
@@ -130,7 +138,14 @@ var curveNames = []struct {
 }
 
 // curvesHelp lists the accepted names for errors and the usage text.
-const curvesHelp = "X25519MLKEM768, X25519, P256, P384 or P521"
+var curvesHelp = func() string {
+	names := make([]string, len(curveNames))
+	for i, c := range curveNames {
+		names[i] = c.name
+	}
+	last := len(names) - 1
+	return strings.Join(names[:last], ", ") + " or " + names[last]
+}()
 
 // curvesValue is a comma-separated list of TLS key-exchange groups by
 // name (any case; P-256 for P256 and so on), kept in the order given.
@@ -178,7 +193,7 @@ func (v curvesValue) Set(s string) error {
 // curveByName looks name up in curveNames, ignoring case.
 func curveByName(name string) (tls.CurveID, bool) {
 	for _, c := range curveNames {
-		if strings.EqualFold(name, c.name) || (c.alias != "" && strings.EqualFold(name, c.alias)) {
+		if strings.EqualFold(name, c.name) || strings.EqualFold(name, c.alias) {
 			return c.id, true
 		}
 	}
