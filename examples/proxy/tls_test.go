@@ -176,7 +176,7 @@ func TestRunUpstreamTLSCurves(t *testing.T) {
 			noLeaks(t)
 			up := startTLSEcho(t, cert)
 			args := append([]string{"-listen", "127.0.0.1:0", "-upstream", up.Addr(), "-upstream-tls",
-				"-upstream-tls-ca", cert.certFile, "-spares", "1", "-get-timeout", "2s", "-dial-timeout", "2s"}, tt.flags...)
+				"-upstream-tls-ca", cert.certFile, "-spares", "1"}, tt.flags...)
 			r := startProxy(t, args...)
 			// The echo records the group before it reads, so a reply means
 			// the handshake of the conn that served it is recorded.

@@ -67,7 +67,7 @@ func (d *Deadline) Wait() <-chan struct{} {
 	return d.cancel
 }
 
-func isClosed(c chan struct{}) bool {
+func isClosed(c <-chan struct{}) bool {
 	select {
 	case <-c:
 		return true

@@ -9,26 +9,17 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func closed(c <-chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
-}
-
 func TestDeadline(t *testing.T) {
 	d := New()
-	if closed(d.Wait()) || !d.Get().IsZero() {
+	if isClosed(d.Wait()) || !d.Get().IsZero() {
 		t.Fatal("a new Deadline: got it set; want none")
 	}
 	d.Set(time.Unix(1, 0))
-	if !closed(d.Wait()) {
+	if !isClosed(d.Wait()) {
 		t.Fatal("a deadline in the past: got Wait open; want it closed")
 	}
 	d.Set(time.Time{})
-	if closed(d.Wait()) {
+	if isClosed(d.Wait()) {
 		t.Fatal("cleared: got Wait closed; want it open")
 	}
 	d.Set(time.Now().Add(20 * time.Millisecond))
@@ -38,7 +29,7 @@ func TestDeadline(t *testing.T) {
 		t.Fatal("a future deadline never passed")
 	}
 	d.Set(time.Now().Add(time.Hour))
-	if closed(d.Wait()) {
+	if isClosed(d.Wait()) {
 		t.Fatal("re-armed for later: got Wait closed; want it open")
 	}
 	d.Set(time.Time{}) // stops the timer

@@ -5,7 +5,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // TestConcurrent writes from several goroutines while reading, which the
 // race detector checks, and then finds every line.

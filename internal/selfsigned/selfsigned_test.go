@@ -43,11 +43,11 @@ func TestHandshake(t *testing.T) {
 				s.Close()
 			}()
 			conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: c.Roots, ServerName: tt.serverName})
+			if err == nil {
+				defer conn.Close()
+			}
 			if got := err == nil; got != tt.ok {
 				t.Fatalf("handshake ok: got %v (%v); want %v", got, err, tt.ok)
-			}
-			if err == nil {
-				conn.Close()
 			}
 		})
 	}

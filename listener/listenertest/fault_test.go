@@ -258,12 +258,12 @@ func TestLimitData(t *testing.T) {
 		}
 	})
 	t.Run("upstream", func(t *testing.T) {
-		srv, got := recordingServer(t)
+		srv, recorded := recordingServer(t)
 		fw := New(t, srv.Addr())
 		fw.Set(Upstream, LimitData(10))
 		c := dial(t, fw.Addr())
 		c.Write(bytes.Repeat([]byte("x"), 100))
-		if data := <-got; len(data) != 10 {
+		if data := recorded(); len(data) != 10 {
 			t.Fatalf("upstream got %d bytes; want 10", len(data))
 		}
 		if _, err := readAll(c, 10*time.Second); err != nil && !isReset(err) {
@@ -351,12 +351,12 @@ func TestResetAfterBytes(t *testing.T) {
 		}
 	})
 	t.Run("upstream", func(t *testing.T) {
-		srv, got := recordingServer(t)
+		srv, recorded := recordingServer(t)
 		fw := New(t, srv.Addr())
 		fw.Set(Upstream, ResetAfterBytes(3))
 		c := dial(t, fw.Addr())
 		io.WriteString(c, "hello\n")
-		if data := <-got; string(data) != "hel" {
+		if data := recorded(); string(data) != "hel" {
 			t.Fatalf("upstream got %q; want hel", data)
 		}
 		if _, err := readAll(c, 10*time.Second); !isReset(err) {

@@ -44,17 +44,29 @@ func lineEcho(c net.Conn) {
 	}
 }
 
-// recordingServer starts an upstream that reads what its client sends,
-// until EOF or for 10 s, and hands it over on the returned channel.
-func recordingServer(t *testing.T) (*server, <-chan []byte) {
+// recordingServer starts an upstream that reads what its first client
+// sends, until EOF or for 10 s. The returned func waits for that, failing
+// the test after 15 s rather than hanging it.
+func recordingServer(t *testing.T) (*server, func() []byte) {
 	t.Helper()
 	got := make(chan []byte, 1)
 	srv := startServer(t, func(c net.Conn) {
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		data, _ := io.ReadAll(c)
-		got <- data
+		data, _ := readAll(c, 10*time.Second)
+		select {
+		case got <- data:
+		default: // a second client: only the first is recorded
+		}
 	})
-	return srv, got
+	return srv, func() []byte {
+		t.Helper()
+		select {
+		case data := <-got:
+			return data
+		case <-time.After(15 * time.Second):
+			t.Fatal("the upstream got no client within 15 s")
+			return nil
+		}
+	}
 }
 
 // newEcho starts a line echo server and a forwarder in front of it.

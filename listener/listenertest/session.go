@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/relaykit/relay/internal/deadline"
-
 	"github.com/relaykit/relay/listener"
 )
 

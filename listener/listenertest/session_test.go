@@ -132,7 +132,7 @@ func TestSessionReset(t *testing.T) {
 
 func TestSessionCloseWrite(t *testing.T) {
 	t.Run("downstream", func(t *testing.T) {
-		srv, got := recordingServer(t)
+		srv, recorded := recordingServer(t)
 		fw := New(t, srv.Addr())
 		c, s := session(t, fw)
 		if err := s.CloseWrite(Downstream); err != nil {
@@ -144,14 +144,13 @@ func TestSessionCloseWrite(t *testing.T) {
 		}
 		io.WriteString(c, "still here")
 		c.(*net.TCPConn).CloseWrite()
-		if b := <-got; string(b) != "still here" {
+		if b := recorded(); string(b) != "still here" {
 			t.Errorf("upstream got %q; want still here", b)
 		}
 	})
 	t.Run("upstream", func(t *testing.T) {
 		srv := startServer(t, func(c net.Conn) {
-			c.SetReadDeadline(time.Now().Add(10 * time.Second))
-			b, _ := io.ReadAll(c)
+			b, _ := readAll(c, 10*time.Second)
 			// The reply flows after the FIN.
 			io.WriteString(c, "got "+string(b))
 		})
