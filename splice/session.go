@@ -405,19 +405,23 @@ func (s *session) endEOF(d *direction) {
 	}
 }
 
-// passFIN passes a FIN on to side with its conn's CloseWrite. It reports
-// false if the conn cannot half-close or CloseWrite failed (an error of
-// the session).
+// passFIN passes a FIN on to side with its conn's CloseWrite, or, for a
+// bare TCP or unix socket, with the same shutdown(2) made directly (see
+// rawCloseWrite). It reports false if the conn cannot half-close or the
+// call failed (an error of the session).
 func (s *session) passFIN(to Side) bool {
 	c := s.upstream
 	if to == Client {
 		c = s.client
 	}
-	cw, ok := c.(closeWriter)
-	if !ok {
-		return false
+	done, err := s.rawCloseWrite(to)
+	if !done {
+		cw, ok := c.(closeWriter)
+		if !ok {
+			return false
+		}
+		err = cw.CloseWrite()
 	}
-	err := cw.CloseWrite()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {

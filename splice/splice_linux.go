@@ -193,14 +193,14 @@ func (d *direction) kernelRead(fd uintptr) bool {
 		if sp.buf == nil {
 			sp.buf = smallPool.Get().(*[smallSize]byte)
 		}
-		n, err := unix.Read(int(fd), sp.buf[:])
+		n, err := rawRead(int(fd), sp.buf[:])
 		switch {
 		case err == unix.EINTR:
 			continue
 		case err == unix.EAGAIN:
 			d.releaseBuf()
 			return false
-		case err != nil:
+		case err != 0:
 			d.releaseBuf()
 			sp.rerr = os.NewSyscallError("read", err)
 			return true
@@ -256,13 +256,13 @@ func (d *direction) kernelWrite() error {
 func (d *direction) bufWrite(fd uintptr) bool {
 	sp := &d.sp
 	for sp.boff < sp.bn {
-		n, err := unix.Write(int(fd), sp.buf[sp.boff:sp.bn])
+		n, err := rawWrite(int(fd), sp.buf[sp.boff:sp.bn])
 		switch {
 		case err == unix.EINTR:
 			continue
 		case err == unix.EAGAIN:
 			return false
-		case err != nil:
+		case err != 0:
 			sp.werr = os.NewSyscallError("write", err)
 			return true
 		case n <= 0:

@@ -11,3 +11,6 @@ func setupSplice(*session) {}
 // spliceCopy is never called off Linux (Spliced is never set); were it
 // called, the user-space copy would serve.
 func (d *direction) spliceCopy() (rerr, werr error) { return d.bufferCopy() }
+
+// rawCloseWrite never applies off Linux.
+func (s *session) rawCloseWrite(Side) (bool, error) { return false, nil }
