@@ -56,7 +56,13 @@ func (s *session) rawCloseWrite(to Side) (bool, error) {
 	}); err != nil {
 		return true, err
 	}
-	if errno != 0 {
+	switch errno {
+	case 0:
+	case unix.ENOSYS:
+		// No direct shutdown call (Linux before 4.3 on 386, say): let
+		// CloseWrite do it.
+		return false, nil
+	default:
 		return true, os.NewSyscallError("shutdown", errno)
 	}
 	return true, nil

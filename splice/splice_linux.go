@@ -294,7 +294,7 @@ func (d *direction) pipeWrite(fd uintptr) bool {
 			return true
 		}
 		sp.p.n -= int(n)
-		d.res.SplicedBytes += n
+		d.res.SplicedBytes += int64(n)
 		d.noteWritten(int(n))
 	}
 	return true
