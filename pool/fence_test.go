@@ -1,12 +1,15 @@
 package pool
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -239,5 +242,71 @@ func TestFenceQuietPeriodAtHandOut(t *testing.T) {
 	if st := p.Stats(); st.Closed[ClosedStale]+st.Closed[ClosedResetFailed] != 1 {
 		t.Errorf("stats: %d closed-stale, %d closed-reset-failed; want one in all",
 			st.Closed[ClosedStale], st.Closed[ClosedResetFailed])
+	}
+}
+
+// TestFenceWrite covers the fence's own write, which no other test
+// stops: a marker larger than the socket buffers arrives whole, a peer
+// that reads nothing is cut off by ctx's deadline, and a reset peer is a
+// write error.
+func TestFenceWrite(t *testing.T) {
+	t.Parallel()
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<19) // 8 MiB
+	tests := []struct {
+		name   string
+		handle func(c net.Conn, stop <-chan struct{})
+		reset  bool // the peer resets the conn before the fence
+		ok     func(error) bool
+		want   string
+	}{
+		{"marker larger than the buffers", func(c net.Conn, stop <-chan struct{}) {
+			got := make([]byte, len(big))
+			if _, err := io.ReadFull(c, got); err == nil && bytes.Equal(got, big) {
+				io.WriteString(c, "OK")
+			}
+			<-stop // quiet after the echo
+		}, false, func(err error) bool { return err == nil }, "nil"},
+		{"peer reads nothing", func(_ net.Conn, stop <-chan struct{}) {
+			<-stop
+		}, false, func(err error) bool {
+			// ctx's error, or the conn's deadline if ctx's timer has
+			// not fired yet.
+			return (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)) &&
+				strings.HasPrefix(err.Error(), "pool: fence: write")
+		}, "the deadline, on the write"},
+		{"peer reset", func(c net.Conn, _ <-chan struct{}) {
+			c.Read(make([]byte, 1)) // once the dial is done
+			c.(*net.TCPConn).SetLinger(0)
+		}, true, func(err error) bool {
+			return (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) &&
+				strings.HasPrefix(err.Error(), "pool: fence: write: write tcp ")
+		}, "ECONNRESET or EPIPE, on the write"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			stop := make(chan struct{})
+			up := startUpstream(t, func(c net.Conn) { tt.handle(c, stop) })
+			t.Cleanup(func() { close(stop) }) // before up.Close
+			c, err := net.Dial("tcp", up.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if tt.reset {
+				// The handler closes the conn with linger 0 once it
+				// reads a byte: wait for the reset to arrive.
+				io.WriteString(c, "x")
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				if _, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+					t.Fatalf("read before the fence: %v; want the reset", err)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			if err := Fence(big, []byte("OK"))(ctx, c); !tt.ok(err) {
+				t.Errorf("fence: got %v; want %s", err, tt.want)
+			}
+		})
 	}
 }
