@@ -253,11 +253,12 @@ func TestFenceWrite(t *testing.T) {
 	t.Parallel()
 	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<19) // 8 MiB
 	tests := []struct {
-		name   string
-		handle func(c net.Conn, stop <-chan struct{})
-		reset  bool // the peer resets the conn before the fence
-		ok     func(error) bool
-		want   string
+		name    string
+		handle  func(c net.Conn, stop <-chan struct{})
+		reset   bool          // the peer resets the conn before the fence
+		timeout time.Duration // ctx's
+		ok      func(error) bool
+		want    string
 	}{
 		{"marker larger than the buffers", func(c net.Conn, stop <-chan struct{}) {
 			got := make([]byte, len(big))
@@ -265,10 +266,10 @@ func TestFenceWrite(t *testing.T) {
 				io.WriteString(c, "OK")
 			}
 			<-stop // quiet after the echo
-		}, false, func(err error) bool { return err == nil }, "nil"},
+		}, false, 30 * time.Second, func(err error) bool { return err == nil }, "nil"},
 		{"peer reads nothing", func(_ net.Conn, stop <-chan struct{}) {
 			<-stop
-		}, false, func(err error) bool {
+		}, false, 300 * time.Millisecond, func(err error) bool {
 			// ctx's error, or the conn's deadline if ctx's timer has
 			// not fired yet.
 			return (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)) &&
@@ -277,7 +278,7 @@ func TestFenceWrite(t *testing.T) {
 		{"peer reset", func(c net.Conn, _ <-chan struct{}) {
 			c.Read(make([]byte, 1)) // once the dial is done
 			c.(*net.TCPConn).SetLinger(0)
-		}, true, func(err error) bool {
+		}, true, 30 * time.Second, func(err error) bool {
 			return (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) &&
 				strings.HasPrefix(err.Error(), "pool: fence: write: write tcp ")
 		}, "ECONNRESET or EPIPE, on the write"},
@@ -286,13 +287,19 @@ func TestFenceWrite(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			stop := make(chan struct{})
-			up := startUpstream(t, func(c net.Conn) { tt.handle(c, stop) })
+			up := startUpstream(t, func(c net.Conn) {
+				c.(*net.TCPConn).SetReadBuffer(64 << 10)
+				tt.handle(c, stop)
+			})
 			t.Cleanup(func() { close(stop) }) // before up.Close
 			c, err := net.Dial("tcp", up.Addr())
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer c.Close()
+			// Fixed buffers, far below the marker: the kernel may not
+			// grow them to hold it all.
+			c.(*net.TCPConn).SetWriteBuffer(64 << 10)
 			if tt.reset {
 				// The handler closes the conn with linger 0 once it
 				// reads a byte: wait for the reset to arrive.
@@ -302,7 +309,7 @@ func TestFenceWrite(t *testing.T) {
 					t.Fatalf("read before the fence: %v; want the reset", err)
 				}
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			ctx, cancel := context.WithTimeout(context.Background(), tt.timeout)
 			defer cancel()
 			if err := Fence(big, []byte("OK"))(ctx, c); !tt.ok(err) {
 				t.Errorf("fence: got %v; want %s", err, tt.want)

@@ -71,7 +71,8 @@ func (o Options) drainTimeout() time.Duration {
 // buffers, using the conns' Read and Write methods.
 //
 // FINs are passed on with the conns' own CloseWrite method, if they have
-// one (a wrapper is not unwrapped for this).
+// one (a wrapper is not unwrapped for this); for a bare *net.TCPConn or
+// *net.UnixConn, Join makes the same shutdown(2) call itself.
 //
 // The caller keeps ownership of both conns, which must be non-nil and
 // distinct, and must not use them until Join returns. That includes

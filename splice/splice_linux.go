@@ -70,8 +70,8 @@ func (sp *spliceState) init(d *direction, src, dst syscall.RawConn) {
 	d.res.Spliced = true
 }
 
-// streamSocket reports whether c, unwrapped, is a kernel stream socket,
-// and returns the unwrapped conn and its RawConn.
+// streamSocket reports whether c, unwrapped, is a kernel stream socket in
+// non-blocking mode, and returns the unwrapped conn and its RawConn.
 func streamSocket(c net.Conn) (net.Conn, syscall.RawConn, bool) {
 	c = unwrap(c)
 	sc, ok := c.(syscall.Conn)
@@ -85,11 +85,18 @@ func streamSocket(c net.Conn) (net.Conn, syscall.RawConn, bool) {
 	if _, ok := c.(*net.TCPConn); ok {
 		return c, raw, true
 	}
-	typ, serr := -1, error(nil)
+	_, isUnix := c.(*net.UnixConn)
+	typ, serr, nonblock := -1, error(nil), isUnix
 	err = raw.Control(func(fd uintptr) {
 		typ, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TYPE)
+		if !isUnix && serr == nil {
+			// A conn of another kind may sit on a blocking socket, which
+			// Go's poller cannot wait for.
+			fl, ferr := unix.FcntlInt(fd, unix.F_GETFL, 0)
+			nonblock = ferr == nil && fl&unix.O_NONBLOCK != 0
+		}
 	})
-	if err != nil || serr != nil || typ != unix.SOCK_STREAM {
+	if err != nil || serr != nil || typ != unix.SOCK_STREAM || !nonblock {
 		return nil, nil, false
 	}
 	return c, raw, true

@@ -2,10 +2,12 @@ package splice
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -237,5 +239,62 @@ func TestStrandedPipeNotPooled(t *testing.T) {
 			t.Fatalf("got the stranded pipe back from the pool")
 		}
 		defer putPipe(q)
+	}
+}
+
+// TestBlockingSocketStops: a socket whose O_NONBLOCK was cleared behind
+// its conn's back (File().Fd() does that to the socket it shares) still
+// stops at once: the copy's reads and writes never wait in the kernel,
+// where no deadline could reach them.
+func TestBlockingSocketStops(t *testing.T) {
+	s := &testSession{done: make(chan Result, 1)}
+	s.clientEnd, s.joinClient = tcpPair(t)
+	s.upstreamEnd, s.joinUpstream = tcpPair(t)
+	s.bound(2 * time.Minute)
+	for _, c := range []net.Conn{s.joinClient, s.joinUpstream} {
+		f, err := c.(*net.TCPConn).File()
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Fd() // makes the shared socket blocking
+		f.Close()
+	}
+	s.start(t, context.Background(), Options{})
+	exchange(t, s, "request", "reply")
+	s.cancel()
+	r := s.wait(t)
+	if !r.Up.Spliced || r.FirstEnd != EndCanceled {
+		t.Errorf("Spliced %v, FirstEnd %v; want true, canceled", r.Up.Spliced, r.FirstEnd)
+	}
+}
+
+// fileConn is a conn of a kind the package does not know, on a socket of
+// its own: only its SyscallConn is used.
+type fileConn struct {
+	net.Conn
+	f *os.File
+}
+
+func (c fileConn) SyscallConn() (syscall.RawConn, error) { return c.f.SyscallConn() }
+
+// TestStreamSocketBlocking: a conn of another kind is spliced only if its
+// socket is non-blocking, which Go's poller can wait for.
+func TestStreamSocketBlocking(t *testing.T) {
+	for _, nonblock := range []bool{false, true} {
+		t.Run(fmt.Sprint("nonblock=", nonblock), func(t *testing.T) {
+			fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(fds[1])
+			if err := unix.SetNonblock(fds[0], nonblock); err != nil {
+				t.Fatal(err)
+			}
+			f := os.NewFile(uintptr(fds[0]), "socketpair")
+			defer f.Close()
+			if _, _, got := streamSocket(fileConn{f: f}); got != nonblock {
+				t.Errorf("got %v; want %v", got, nonblock)
+			}
+		})
 	}
 }

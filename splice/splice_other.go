@@ -13,4 +13,4 @@ func setupSplice(*session) {}
 func (d *direction) spliceCopy() (rerr, werr error) { return d.bufferCopy() }
 
 // rawCloseWrite never applies off Linux.
-func (s *session) rawCloseWrite(Side) (bool, error) { return false, nil }
+func (s *session) rawCloseWrite(Side) bool { return false }
