@@ -10,26 +10,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The buffered reads and writes of the copy, and the shutdown(2) that
-// passes a FIN on, are raw system calls (syscall.RawSyscall6), which the
-// scheduler does not treat as calls that may block. Through the usual
-// path (unix.Syscall, syscall.Shutdown) a loopback write or shutdown,
-// which spends 20-40 µs in the kernel delivering to the peer, has the
-// runtime's monitor hand the thread's processor to another thread, which
-// it must wake, and poll every 20 µs for a millisecond after: wake-ups
-// that cost more than the calls. The calls never wait for the peer:
-// MSG_DONTWAIT makes them non-blocking whatever the socket's own mode
-// (File().Fd() can clear O_NONBLOCK on a net.Conn's socket). The price is
-// that the processor stays with the call while the kernel runs it, even
-// if it preempts the thread there.
+// Why the copy's small reads and writes, and its shutdown, are raw
+// calls is in the package doc. MSG_DONTWAIT keeps them from waiting even
+// on a socket whose O_NONBLOCK was cleared behind its conn's back
+// (File().Fd() does that). The price of a raw call is that the processor
+// stays with it while the kernel runs it, even if it preempts the thread
+// there.
 //
 // Bulk moves (splice(2) through the pipe) keep unix.Syscall: they are
 // long, and letting the scheduler run other work meanwhile pays off.
-// With raw calls there, 16 streams moved 12-20% fewer bytes per second
+// With raw calls there, 16 streams moved 12-21% fewer bytes per second
 // at 4-18% more CPU per byte.
 //
-// Linux on 386 and s390x has these calls only through socketcall before
-// Linux 4.3: it keeps unix.Read, unix.Write and CloseWrite (raw_socketcall_linux.go).
+// Linux on 386 and s390x reaches recv, send and shutdown only through
+// socketcall before Linux 4.3: raw_socketcall_linux.go keeps unix.Read,
+// unix.Write and CloseWrite there.
 
 // rawRead is recv(fd, p, MSG_DONTWAIT); p is not empty.
 func rawRead(fd int, p []byte) (int, unix.Errno) {

@@ -407,8 +407,8 @@ func (s *session) endEOF(d *direction) {
 
 // passFIN passes a FIN on to side with its conn's CloseWrite, or, for a
 // bare TCP or unix socket, with the same shutdown(2) made as a raw call
-// (see rawCloseWrite). It reports false if the conn cannot half-close or the
-// call failed (an error of the session).
+// (see rawCloseWrite). It reports false if the conn cannot half-close or
+// the call failed (an error of the session).
 func (s *session) passFIN(to Side) bool {
 	c := s.upstream
 	if to == Client {

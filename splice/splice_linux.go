@@ -70,8 +70,11 @@ func (sp *spliceState) init(d *direction, src, dst syscall.RawConn) {
 	d.res.Spliced = true
 }
 
-// streamSocket reports whether c, unwrapped, is a kernel stream socket in
-// non-blocking mode, and returns the unwrapped conn and its RawConn.
+// streamSocket reports whether c, unwrapped, is a kernel stream socket
+// that Go's poller waits for, and returns the unwrapped conn and its
+// RawConn: a *net.TCPConn or *net.UnixConn (always polled, even if
+// O_NONBLOCK was cleared behind its back), or a conn of another kind on
+// a non-blocking socket.
 func streamSocket(c net.Conn) (net.Conn, syscall.RawConn, bool) {
 	c = unwrap(c)
 	sc, ok := c.(syscall.Conn)
