@@ -221,8 +221,24 @@ func (d *direction) kernelRead(fd uintptr) bool {
 		}
 		d.noteRead(n)
 		sp.boff, sp.bn = 0, n
+		if n == smallSize && !sp.noSplice && !nonblocking(fd) {
+			sp.noSplice = true // see nonblocking
+		}
 		return true
 	}
+}
+
+// nonblocking reports whether the socket fd is in non-blocking mode.
+// SPLICE_F_NONBLOCK makes only the pipe's side of splice(2) non-blocking;
+// on a socket made blocking behind its conn's back (File().Fd() does
+// that), splice(2) would wait in the kernel, where no deadline reaches
+// it. So before a direction turns to the pipe, kernelRead and bufWrite
+// check both sockets, and a blocking one keeps the direction on buffers,
+// whose recv and send never wait. It runs once per bulk transfer, not
+// per chunk.
+func nonblocking(fd uintptr) bool {
+	fl, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
+	return err == nil && fl&unix.O_NONBLOCK != 0
 }
 
 // kernelWrite delivers the chunk kernelRead read, from the pipe or the
@@ -281,6 +297,9 @@ func (d *direction) bufWrite(fd uintptr) bool {
 		}
 		sp.boff += n
 		d.noteWritten(n)
+	}
+	if sp.bn == smallSize && !sp.noSplice && !nonblocking(fd) {
+		sp.noSplice = true // see nonblocking
 	}
 	return true
 }

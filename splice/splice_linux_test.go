@@ -244,8 +244,9 @@ func TestStrandedPipeNotPooled(t *testing.T) {
 
 // TestBlockingSocketStops: a socket whose O_NONBLOCK was cleared behind
 // its conn's back (File().Fd() does that to the socket it shares) still
-// stops at once: the copy's reads and writes never wait in the kernel,
-// where no deadline could reach them.
+// stops at once, after small messages and after a bulk transfer: the
+// copy's reads and writes never wait in the kernel, where no deadline
+// could reach them.
 func TestBlockingSocketStops(t *testing.T) {
 	s := &testSession{done: make(chan Result, 1)}
 	s.clientEnd, s.joinClient = tcpPair(t)
@@ -260,6 +261,16 @@ func TestBlockingSocketStops(t *testing.T) {
 		f.Close()
 	}
 	s.start(t, context.Background(), Options{})
+	exchange(t, s, "request", "reply")
+	// A bulk transfer, which would turn a direction to the pipe.
+	bulk := strings.Repeat("b", 1<<20)
+	werr := goWrite(s.clientEnd, bulk)
+	if got := readN(t, s.upstreamEnd, len(bulk)); got != bulk {
+		t.Fatal("upstream got other bytes than the bulk sent")
+	}
+	if err := <-werr; err != nil {
+		t.Fatal(err)
+	}
 	exchange(t, s, "request", "reply")
 	s.cancel()
 	r := s.wait(t)
