@@ -146,7 +146,9 @@ measure() {
 	fi
 	if ! timeout -s KILL "$per_run" "$tmp/bench" load -addr "127.0.0.1:$port" -pid "$PROXY_PID" -control "$CONTROL" \
 		-target "$name" -rep "$pair" -warmup "$warmup" -duration "$duration" -json "$jsonl" "${load_args[@]}" >&2; then
-		echo "ab.sh: $name, pair $pair: bench load failed; that pair is left out" >&2
+		# load writes its JSON line even when the run counted errors, and
+		# compare then keeps the run and notes its errors.
+		echo "ab.sh: $name, pair $pair: bench load failed or counted errors (compare notes a run it kept)" >&2
 	fi
 	stop_proxy
 }
