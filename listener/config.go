@@ -36,11 +36,16 @@ type Config struct {
 	SessionIdleTimeout time.Duration
 
 	// DrainTimeout is the drain limit used when the pool may reuse the
-	// upstream (splice.Options.DrainTimeout). Zero means
-	// DefaultVerifiedDrainTimeout when the pool's policy is
-	// pool.ReuseIfVerified (its Reset hook drains whatever reply is still
-	// owed, so a long quiet wait only keeps the upstream from the next
-	// client), else splice.DefaultDrainTimeout.
+	// upstream (splice.Options.DrainTimeout): after the client's FIN, a
+	// reply still owed is relayed until the upstream has been quiet this
+	// long. Zero means DefaultVerifiedDrainTimeout when the pool's policy
+	// is pool.ReuseIfVerified (its Reset reads whatever is sent late, so
+	// a long quiet wait only keeps the upstream from the next client),
+	// else splice.DefaultDrainTimeout. When the pool's Reset drains
+	// (pool.Pool.ResetDrains), a session whose client sent its FIN with
+	// no reply owed ends at once, without this wait
+	// (splice.Options.DrainOwedOnly), so that the Reset runs as soon as
+	// the client is gone.
 	DrainTimeout time.Duration
 
 	// GetTimeout bounds the wait for an upstream connection (a dial or a

@@ -76,9 +76,10 @@ func New(ln net.Listener, p *pool.Pool, cfg Config) (*ProxyListener, error) {
 		done:     make(chan struct{}),
 		sessions: make(map[*session]struct{}),
 		opts: splice.Options{
-			IdleTimeout:  cfg.SessionIdleTimeout,
-			DrainTimeout: cfg.drainTimeout(p.Policy()),
-			Reuse:        p.Policy() != pool.ReuseNever,
+			IdleTimeout:   cfg.SessionIdleTimeout,
+			DrainTimeout:  cfg.drainTimeout(p.Policy()),
+			Reuse:         p.Policy() != pool.ReuseNever,
+			DrainOwedOnly: p.ResetDrains(),
 		},
 	}
 	if cfg.MaxSessions > 0 {

@@ -26,7 +26,7 @@ type pconn struct {
 	created   time.Time
 	idleSince time.Time
 	used      bool // served a client before: unread bytes now mean stale
-	// readyAt, when set, is when a fence's quiet period ends: the conn is
+	// readyAt, when set, is when a Reset's Settle time ends: the conn is
 	// not handed out before, and the hand-out peek then sees any byte
 	// that followed the echo. Hand-out clears it.
 	readyAt time.Time

@@ -130,24 +130,25 @@ type Config struct {
 
 	// Reuse is the reuse policy. The zero value is ReuseNever.
 	Reuse Policy
-	// Reset returns a used connection to a neutral state before it is
-	// kept (required with ReuseIfVerified, ignored otherwise). It runs at
-	// release with a ctx bounded by ResetTimeout (and ended by Close); the
-	// pool also sets the conn's deadline to the same instant, so a hook
-	// that ignores ctx cannot hang, and clears the deadlines after it.
-	// An error closes the connection (ClosedResetFailed).
-	Reset func(ctx context.Context, c net.Conn) error
-	// ResetTimeout bounds Reset. Zero means DefaultResetTimeout.
+	// Reset returns a used connection to a neutral state, in bytes and in
+	// protocol state, before it is kept: required with ReuseIfVerified,
+	// ignored otherwise. Use RedisReset or MemcachedReset for those
+	// servers, Fence for a protocol whose marker also resets its state,
+	// or a Func of your own. An error closes the connection
+	// (ClosedResetFailed).
+	Reset Reset
+	// ResetTimeout bounds Reset.Func. Zero means DefaultResetTimeout.
 	ResetTimeout time.Duration
 	// QuietPeriod is how long Release waits before its final peek on a
 	// used connection, so that a late byte already in flight is seen.
 	// Zero means DefaultQuietPeriod; negative means no wait. It is
-	// skipped when Reset is a Fence, which drains such a byte anyway.
+	// skipped when Reset.Drains, since the Reset reads such a byte anyway.
 	QuietPeriod time.Duration
 
-	// Logger receives the spare keeper's state changes: "upstream down"
-	// (with the dial error) and "upstream recovered", once per change.
-	// Nil is silent.
+	// Logger receives the spare keeper's state changes, "upstream down"
+	// (with the dial error) and "upstream recovered", once per change,
+	// and, once, a Reset refused by the server (ErrResetRefused). Nil is
+	// silent.
 	Logger *slog.Logger
 }
 
@@ -170,10 +171,9 @@ type settings struct {
 	maxLifetime  time.Duration
 	dialTimeout  time.Duration
 	reuse        Policy
-	reset        func(ctx context.Context, c net.Conn) error
+	reset        Reset // zero unless reuse is ReuseIfVerified
 	resetTimeout time.Duration
 	quiet        time.Duration // <= 0: no wait
-	fenceQuiet   time.Duration // the pool's Fence: no client before echo + this
 	log          *slog.Logger
 }
 
@@ -238,8 +238,11 @@ func (cfg *Config) validate() (settings, error) {
 		return s, fmt.Errorf("pool: Config.Reuse: unknown policy %d", uint8(cfg.Reuse))
 	}
 	if cfg.Reuse == ReuseIfVerified {
-		if cfg.Reset == nil {
-			return s, errors.New("pool: Config.Reset: required with Reuse ReuseIfVerified")
+		if cfg.Reset.Func == nil {
+			return s, errors.New("pool: Config.Reset.Func: required with Reuse ReuseIfVerified")
+		}
+		if cfg.Reset.Settle < 0 {
+			return s, fmt.Errorf("pool: Config.Reset.Settle: %v is negative (0 means none)", cfg.Reset.Settle)
 		}
 		s.reset = cfg.Reset
 	}
@@ -259,7 +262,6 @@ func (cfg *Config) validate() (settings, error) {
 	if s.quiet == 0 {
 		s.quiet = DefaultQuietPeriod
 	}
-	s.fenceQuiet = fenceQuiet
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	} else if s.addr != "" {

@@ -21,9 +21,9 @@ func TestConfigValidation(t *testing.T) {
 		{"dial only", Config{Dial: dial}, ""},
 		{"everything", Config{Addr: "x:1", Network: "tcp6", Spares: 2, MaxOpen: 2, MaxIdle: -1,
 			IdleTimeout: time.Second, MaxLifetime: time.Minute, DialTimeout: time.Second,
-			Reuse: ReuseIfVerified, Reset: reset, ResetTimeout: time.Second, QuietPeriod: -1}, ""},
+			Reuse: ReuseIfVerified, Reset: Reset{Func: reset}, ResetTimeout: time.Second, QuietPeriod: -1}, ""},
 		{"unix", Config{Network: "unix", Addr: "/tmp/x.sock"}, ""},
-		{"reset ignored without verified", Config{Dial: dial, Reuse: ReuseIfClean, Reset: reset}, ""},
+		{"reset ignored without verified", Config{Dial: dial, Reuse: ReuseIfClean, Reset: Reset{Func: reset}}, ""},
 		{"nowhere to dial", Config{}, "pool: Config.Addr: required when Config.Dial is nil"},
 		{"datagram network", Config{Network: "udp", Addr: "x:1"}, "pool: Config.Network:"},
 		{"negative spares", Config{Dial: dial, Spares: -1}, "pool: Config.Spares:"},
@@ -34,7 +34,7 @@ func TestConfigValidation(t *testing.T) {
 		{"negative dial timeout", Config{Dial: dial, DialTimeout: -1}, "pool: Config.DialTimeout:"},
 		{"negative reset timeout", Config{Dial: dial, ResetTimeout: -1}, "pool: Config.ResetTimeout:"},
 		{"unknown policy", Config{Dial: dial, Reuse: 9}, "pool: Config.Reuse: unknown policy 9"},
-		{"verified without reset", Config{Dial: dial, Reuse: ReuseIfVerified}, "pool: Config.Reset: required with Reuse ReuseIfVerified"},
+		{"verified without reset", Config{Dial: dial, Reuse: ReuseIfVerified}, "pool: Config.Reset.Func: required with Reuse ReuseIfVerified"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"time"
@@ -16,34 +15,37 @@ const (
 	// fenceLimit bounds how much a fence reads while looking for its echo
 	// (replies still owed count towards it).
 	fenceLimit = 64 << 10
-	// fenceQuiet is how long a fence waits after its echo for bytes that
-	// must not follow.
-	fenceQuiet = 2 * time.Millisecond
+	// fenceSettle is a fixed-marker fence's Reset.Settle: how long after
+	// its echo the conn is kept from clients, so that bytes that must not
+	// follow the echo are seen by the hand-out peek.
+	fenceSettle = 2 * time.Millisecond
 )
 
-// Fence returns a Reset hook that writes send and reads until the data
-// read ends with expect (draining any reply still owed before it), then
-// requires that nothing follows within a short quiet period. For example
-// Redis: Fence([]byte("PING\r\n"), []byte("+PONG\r\n")); memcached:
-// Fence([]byte("mn\r\n"), []byte("MN\r\n")). It panics if expect is empty.
+// Fence returns a Reset that writes send and reads until the data read
+// ends with expect, draining any reply still owed before it (Drains).
+// It panics if expect is empty.
 //
-// As the pool's Config.Reset, the fence returns at its echo and leaves
-// the quiet period to the pool, which hands the conn to no client before
-// it ends and then peeks it (bytes that followed the echo close it as
-// stale); and since the fence drains, Release skips QuietPeriod before it.
+// A fence proves that the byte stream is aligned, not that the
+// protocol's session state is neutral: with a marker that does not also
+// reset that state (a login, a selected database, a subscription, a
+// transaction, a protocol version), the next client inherits whatever
+// the previous one set. For Redis use RedisReset, not a PING fence; for
+// memcached's text protocol, which keeps no such state, MemcachedReset.
 //
-// The hook reads through the conn itself (so on TLS it sees what the
+// A fixed marker cannot tell its own echo from an identical one already
+// owed, for example when the previous client sent the same marker and
+// hung up before its reply. The early match is then followed by the
+// fence's own echo; so the pool keeps the conn from clients for Settle
+// (2 ms) after the echo and then peeks it, and bytes that arrived close
+// it. An echo later than that reaches the next client: a marker unique
+// per call closes the gap (see FenceFunc).
+//
+// Func reads through the conn itself (so on TLS it sees what the
 // tls.Conn has buffered, which a socket peek cannot), honours ctx's
 // deadline and cancellation, reads at most 64 KiB, and leaves deadlines
-// set (the pool clears them).
-//
-// Limit: a fixed marker cannot tell its own echo from an identical one
-// already owed, for example when the previous client sent the same PING
-// and hung up before its reply. The early match is then followed by the
-// fence's own echo, which the quiet period after the match, and the
-// pool's peek after Reset, catch only if it has arrived by then. A marker
-// unique per call closes the gap: see FenceFunc.
-func Fence(send, expect []byte) func(ctx context.Context, c net.Conn) error {
+// set (the pool clears them). Called on its own, it returns at the echo:
+// the Settle wait and the peek after it are the pool's.
+func Fence(send, expect []byte) Reset {
 	if len(expect) == 0 {
 		panic("pool: Fence: empty expect")
 	}
@@ -52,161 +54,118 @@ func Fence(send, expect []byte) func(ctx context.Context, c net.Conn) error {
 }
 
 // FenceFunc is Fence with a marker chosen per call: next returns what to
-// send and the echo to expect, for example a random token for Redis:
+// send and the echo to expect, for example a random token:
 //
-//	pool.FenceFunc(func() (send, expect []byte) {
+//	r := pool.FenceFunc(func() (send, expect []byte) {
 //		tok := strconv.FormatUint(rand.Uint64(), 36)
 //		return []byte("ECHO " + tok + "\r\n"),
 //			[]byte("$" + strconv.Itoa(len(tok)) + "\r\n" + tok + "\r\n")
 //	})
+//	r.Settle = 0 // the echo of a unique token cannot be owed already
 //
-// The hook fails if next returns an empty expect.
-func FenceFunc(next func() (send, expect []byte)) func(ctx context.Context, c net.Conn) error {
-	return func(ctx context.Context, c net.Conn) error {
-		send, expect := next()
-		if len(expect) == 0 {
-			return errors.New("pool: fence: empty expect")
-		}
-		return fence(ctx, c, send, expect)
+// Func fails if next returns an empty expect. Settle is 2 ms, as for
+// Fence; set it to zero when every marker is unique.
+func FenceFunc(next func() (send, expect []byte)) Reset {
+	return Reset{
+		Func: func(ctx context.Context, c net.Conn) error {
+			send, expect := next()
+			if len(expect) == 0 {
+				return errors.New("pool: fence: empty expect")
+			}
+			sc := scratchPool.Get().(*scratch)
+			defer scratchPool.Put(sc)
+			sc.expect = expect
+			defer func() { sc.expect = nil }()
+			return resetExchange(ctx, c, send, sc, len(expect), "fence", matchSuffix)
+		},
+		Drains: true,
+		Settle: fenceSettle,
 	}
 }
 
-// fenceBufs holds the fence's read buffers.
-var fenceBufs = sync.Pool{New: func() any { return new(fenceScratch) }}
+// matchSuffix is Fence's matcher: done once the data ends with the
+// expected echo.
+func matchSuffix(sc *scratch) (bool, error) {
+	return bytes.HasSuffix(sc.tail, sc.expect), nil
+}
 
-type fenceScratch struct {
+// scratch holds a reset's buffers, reused across calls through
+// scratchPool.
+type scratch struct {
 	buf  [4096]byte
-	tail []byte // the last bytes read, to match the echo against
+	tail []byte // the last bytes read, up to the matcher's keep
+	send []byte // built by a preset
+
+	expect []byte // Fence's echo
+	redis  redisMarks
 }
 
-// resetNote is how a fence called by the pool as its Reset hook tells it
-// that it drained the conn and when its echo came: the pool then keeps
-// the conn from clients for the fence's quiet period after that (see
-// runReset). It rides in the hook's ctx.
-type resetNote struct {
-	drains bool      // the hook read until its echo: nothing owed is left
-	echoAt time.Time // when the echo was read; zero: no quiet period owed
-}
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 
-type resetNoteKey struct{}
-
-// errFenceTrailing says bytes followed the echo.
-var errFenceTrailing = errors.New("pool: fence: bytes after the echo")
-
-// fence runs on the releasing goroutine, under the listener's session
-// and the pool's Release: its frame and those it calls are kept small,
-// with the reading and the error formatting in functions of their own.
-// A 700-byte frame here used to grow a session goroutine's stack from 4
-// to 8 KiB at every release.
-func fence(ctx context.Context, c net.Conn, send, expect []byte) (err error) {
-	deadline, hasDeadline := ctx.Deadline()
-	if hasDeadline {
+// resetExchange writes send to c and reads until match, looking at sc.tail
+// (the last keep bytes read), reports done or an error. It reads at most
+// fenceLimit bytes. name prefixes its errors ("pool: NAME: ...").
+// Cancellation of ctx interrupts a blocked Read or Write with a past
+// deadline; ctx's deadline is set on c.
+func resetExchange(ctx context.Context, c net.Conn, send []byte, sc *scratch, keep int, name string,
+	match func(*scratch) (bool, error)) (err error) {
+	if deadline, ok := ctx.Deadline(); ok {
 		if err := c.SetDeadline(deadline); err != nil {
-			return fenceErr(nil, "set deadline", err)
+			return stepErr(nil, name, "set deadline", err)
 		}
 	}
-	// Cancellation interrupts a blocked Read or Write with a past deadline.
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
-	err = fenceEcho(ctx, c, send, expect)
-	if err == nil {
-		if n, _ := ctx.Value(resetNoteKey{}).(*resetNote); n != nil {
-			// Called by the pool: it keeps the conn from every client
-			// until the quiet period has passed and then peeks it, which
-			// sees whatever arrived in the meantime, without holding this
-			// goroutine or a timer.
-			n.drains = true
-			n.echoAt = time.Now()
-		} else {
-			err = fenceQuietRead(ctx, c, deadline, hasDeadline)
-		}
-	}
+	err = readUntil(ctx, c, send, sc, keep, name, match)
 	// If the interrupt fired, it may land after we return: fail, so that
 	// the pool closes the conn rather than keep a poisoned one.
 	if !stop() && err == nil {
-		err = fenceErr(ctx, "", ctx.Err())
+		err = stepErr(ctx, name, "", ctx.Err())
 	}
 	return err
 }
 
-// fenceErr wraps a fence's error; what names the step. When ctx has
-// ended, its error replaces err, which is then only the interrupt's
-// deadline.
-//
-//go:noinline
-func fenceErr(ctx context.Context, what string, err error) error {
+// readUntil is resetExchange's write and read loop.
+func readUntil(ctx context.Context, c net.Conn, send []byte, sc *scratch, keep int, name string,
+	match func(*scratch) (bool, error)) error {
+	if _, err := c.Write(send); err != nil {
+		return stepErr(ctx, name, "write", err)
+	}
+	sc.tail = sc.tail[:0]
+	for total := 0; ; {
+		n, err := c.Read(sc.buf[:])
+		if n > 0 {
+			total += n
+			sc.tail = append(sc.tail, sc.buf[:n]...)
+			if len(sc.tail) > keep {
+				sc.tail = append(sc.tail[:0], sc.tail[len(sc.tail)-keep:]...)
+			}
+			done, merr := match(sc)
+			switch {
+			case merr != nil:
+				return merr
+			case done:
+				return nil
+			case total >= fenceLimit:
+				return fmt.Errorf("pool: %s: no echo in the first %d bytes", name, fenceLimit)
+			}
+		}
+		if err != nil {
+			return stepErr(ctx, name, "waiting for the echo", err)
+		}
+	}
+}
+
+// stepErr wraps a reset's error; name is the reset's, what the step.
+// When ctx has ended, its error replaces err, which is then only the
+// interrupt's deadline.
+func stepErr(ctx context.Context, name, what string, err error) error {
 	if ctx != nil {
 		if cerr := ctx.Err(); cerr != nil {
 			err = cerr
 		}
 	}
 	if what == "" {
-		return fmt.Errorf("pool: fence: %w", err)
+		return fmt.Errorf("pool: %s: %w", name, err)
 	}
-	return fmt.Errorf("pool: fence: %s: %w", what, err)
-}
-
-// fenceEcho writes send and reads until the data read ends with expect.
-//
-//go:noinline
-func fenceEcho(ctx context.Context, c net.Conn, send, expect []byte) error {
-	if _, err := c.Write(send); err != nil {
-		return fenceErr(ctx, "write", err)
-	}
-	sc := fenceBufs.Get().(*fenceScratch)
-	defer fenceBufs.Put(sc)
-	buf := sc.buf[:]
-	tail := sc.tail[:0]
-	defer func() { sc.tail = tail[:0] }()
-	for total := 0; ; {
-		n, err := c.Read(buf)
-		if n > 0 {
-			total += n
-			tail = append(tail, buf[:n]...)
-			if len(tail) > len(expect) {
-				tail = append(tail[:0], tail[len(tail)-len(expect):]...)
-			}
-			if bytes.HasSuffix(tail, expect) {
-				return nil
-			}
-			if total >= fenceLimit {
-				return fmt.Errorf("pool: fence: no echo in the first %d bytes", fenceLimit)
-			}
-		}
-		if err != nil {
-			return fenceErr(ctx, "waiting for the echo", err)
-		}
-	}
-}
-
-// fenceQuietRead requires that nothing follows the echo within the quiet
-// period (or until the deadline, if sooner).
-//
-//go:noinline
-func fenceQuietRead(ctx context.Context, c net.Conn, deadline time.Time, hasDeadline bool) error {
-	quiet := time.Now().Add(fenceQuiet)
-	if hasDeadline && deadline.Before(quiet) {
-		quiet = deadline
-	}
-	if err := c.SetReadDeadline(quiet); err != nil {
-		return fenceErr(ctx, "after the echo", err)
-	}
-	sc := fenceBufs.Get().(*fenceScratch)
-	defer fenceBufs.Put(sc)
-	n, err := c.Read(sc.buf[:1])
-	switch {
-	case n > 0:
-		return errFenceTrailing
-	case err == nil:
-		return fenceErr(ctx, "after the echo", io.ErrNoProgress)
-	case ctx.Err() != nil:
-		return fenceErr(ctx, "after the echo", ctx.Err())
-	case !isTimeout(err):
-		return fenceErr(ctx, "after the echo", err)
-	}
-	return nil
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+	return fmt.Errorf("pool: %s: %s: %w", name, what, err)
 }

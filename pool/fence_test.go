@@ -71,7 +71,7 @@ func TestFence(t *testing.T) {
 		name    string
 		before  string // sent (and not read) before the fence
 		read    string // then read
-		fence   func(context.Context, net.Conn) error
+		fence   Reset
 		wantErr bool
 	}{
 		{"clean", "", "", ping, false},
@@ -100,7 +100,7 @@ func TestFence(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 			defer cancel()
-			err = tt.fence(ctx, c)
+			err = tt.fence.Func(ctx, c)
 			if gotErr := err != nil; gotErr != tt.wantErr {
 				t.Fatalf("fence: got %v; want error: %v", err, tt.wantErr)
 			}
@@ -130,7 +130,7 @@ func TestFenceCanceled(t *testing.T) {
 	io.WriteString(c, "SILENT\r\n")
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(20*time.Millisecond, cancel)
-	if err := ping(ctx, c); !errors.Is(err, context.Canceled) {
+	if err := ping.Func(ctx, c); !errors.Is(err, context.Canceled) {
 		t.Errorf("got %v; want context.Canceled", err)
 	}
 }
@@ -208,12 +208,13 @@ func TestFenceQuietPeriodAtHandOut(t *testing.T) {
 	t.Parallel()
 	requirePeekFor(t, ReuseIfVerified)
 	up := startUpstream(t, lateAfterPong)
-	p := newPool(t, Config{Addr: up.Addr(), Reuse: ReuseIfVerified, Reset: ping})
-	// +LATE is sent 1 ms after the echo; a 2 ms quiet period does not
-	// cover a server goroutine that a busy machine wakes late (this test
-	// failed 2 runs in 30 under load). The rule under test is the same at
-	// any length: what arrives inside the period never reaches a client.
-	p.s.fenceQuiet = 250 * time.Millisecond
+	// +LATE is sent 1 ms after the echo; a 2 ms Settle does not cover a
+	// server goroutine that a busy machine wakes late (this test failed
+	// 2 runs in 30 under load). The rule under test is the same at any
+	// length: what arrives inside Settle never reaches a client.
+	reset := ping
+	reset.Settle = 250 * time.Millisecond
+	p := newPool(t, Config{Addr: up.Addr(), Reuse: ReuseIfVerified, Reset: reset})
 
 	// First release: a plain fence, kept; Release skips QuietPeriod from
 	// now on, since the fence drains.
@@ -222,8 +223,8 @@ func TestFenceQuietPeriodAtHandOut(t *testing.T) {
 	if out := l.Release(clean); out != KeptUsed {
 		t.Fatalf("Release: got %v; want kept-used", out)
 	}
-	if !p.resetDrains.Load() {
-		t.Error("the pool did not learn that its Fence drains")
+	if !p.ResetDrains() {
+		t.Error("ResetDrains: got false for a Fence; want true")
 	}
 	l = mustGet(t, p)
 	if l.Source() != SourceReused {
@@ -311,7 +312,7 @@ func TestFenceWrite(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), tt.timeout)
 			defer cancel()
-			if err := Fence(big, []byte("OK"))(ctx, c); !tt.ok(err) {
+			if err := Fence(big, []byte("OK")).Func(ctx, c); !tt.ok(err) {
 				t.Errorf("fence: got %v; want %s", err, tt.want)
 			}
 		})

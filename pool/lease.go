@@ -1,7 +1,6 @@
 package pool
 
 import (
-	"context"
 	"net"
 	"strconv"
 	"time"
@@ -200,39 +199,33 @@ func (p *Pool) judge(c *pconn, v Verdict) Outcome {
 
 	// A used conn. Do not pay for the quiet period and Reset when it
 	// would be closed as surplus anyway.
-	if (p.s.quiet > 0 || p.s.reset != nil) && p.full() {
+	if (p.s.quiet > 0 || p.s.reset.Func != nil) && p.full() {
 		return ClosedFull
 	}
 	// The quiet period lets a late byte arrive before the peek. A Reset
-	// that drains (a Fence: it reads everything up to its own echo) makes
+	// that drains (a fence: it reads everything up to its own echo) makes
 	// it moot: a late byte is read and dropped with the rest.
-	if p.s.quiet > 0 && !(p.s.reset != nil && p.resetDrains.Load()) {
+	if p.s.quiet > 0 && !p.s.reset.Drains {
 		time.Sleep(p.s.quiet)
 	}
 	if out := vetUsed(c.peekUsed()); out != OutcomeNone {
 		return out
 	}
-	if p.s.reset != nil {
-		var note resetNote
-		if err := p.runReset(c, &note); err != nil {
+	if p.s.reset.Func != nil {
+		if err := p.runReset(c); err != nil {
 			return ClosedResetFailed
 		}
-		if note.drains && !p.resetDrains.Load() {
-			p.resetDrains.Store(true)
-		}
-		// The fence's quiet period after its echo: no client gets the
-		// conn before it ends, and the hand-out peek then sees every byte
-		// a peek now would (see readyAt), so this one is left to it.
-		if !note.echoAt.IsZero() {
-			c.readyAt = note.echoAt.Add(p.s.fenceQuiet)
-		} else {
-			if out := vetUsed(c.peekUsed()); out != OutcomeNone {
-				return out
-			}
+		if p.s.reset.Settle > 0 {
+			// No client gets the conn before the settle time has passed,
+			// and the hand-out peek then sees every byte a peek now
+			// would (see readyAt), so this one is left to it.
+			c.readyAt = time.Now().Add(p.s.reset.Settle)
+		} else if out := vetUsed(c.peekUsed()); out != OutcomeNone {
+			return out
 		}
 	}
 	c.used = true
-	if p.s.idleTimeout > 0 && (v.Used || p.s.reset != nil) {
+	if p.s.idleTimeout > 0 && (v.Used || p.s.reset.Func != nil) {
 		c.idleSince = time.Now() // traffic just moved
 	}
 	return OutcomeNone
@@ -244,24 +237,4 @@ func (p *Pool) full() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.waiters) == 0 && len(p.used) >= p.s.maxIdle
-}
-
-// runReset runs Config.Reset on c under ResetTimeout, with the conn's
-// deadline set to the same instant as a backstop, and clears the
-// deadlines afterwards.
-//
-// The ctx carries note, through which the pool's own Fence reports that
-// it drained the conn and leaves its trailing quiet period to the pool.
-func (p *Pool) runReset(c *pconn, note *resetNote) error {
-	ctx, cancel := context.WithTimeout(context.WithValue(p.base, resetNoteKey{}, note), p.s.resetTimeout)
-	defer cancel()
-	deadline, _ := ctx.Deadline()
-	if err := c.conn.SetDeadline(deadline); err != nil {
-		return err
-	}
-	err := p.s.reset(ctx, c.conn)
-	if cerr := c.conn.SetDeadline(time.Time{}); err == nil {
-		err = cerr
-	}
-	return err
 }

@@ -33,9 +33,8 @@ type Pool struct {
 	spareDone chan error
 	closed    atomic.Bool // mirrors isClosed, for lock-free reads
 
-	// resetDrains is set once Config.Reset reported that it drains the
-	// conn (the pool's Fence does): Release then skips QuietPeriod.
-	resetDrains atomic.Bool
+	// refusedLogged is set once a Reset's ErrResetRefused was logged.
+	refusedLogged atomic.Bool
 
 	// upHint is set when a caller's dial succeeded, so the keeper can cut
 	// its backoff short.
@@ -176,7 +175,7 @@ func (p *Pool) vet(c *pconn) bool {
 // takeIdleLocked takes the most recently used idle conn, else the oldest
 // spare, and counts it in use. It returns nil when both lists are empty.
 //
-// A used conn still in a fence's quiet period (readyAt) is passed over
+// A used conn still in its Reset's Settle time (readyAt) is passed over
 // for one that is past it, or for a spare; taken only when nothing else
 // is idle, and then the caller waits for its readyAt (waitReady).
 func (p *Pool) takeIdleLocked() *pconn {
@@ -224,7 +223,7 @@ func (p *Pool) readyUsedLocked() int {
 	return -1
 }
 
-// waitReady waits until c's quiet period (readyAt) is over, and clears
+// waitReady waits until c's Settle time (readyAt) is over, and clears
 // it. The caller owns c; checkOut's peek follows.
 func waitReady(c *pconn) {
 	if c.readyAt.IsZero() {

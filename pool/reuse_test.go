@@ -209,7 +209,7 @@ func TestResetFailureCloses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := newPool(t, Config{Addr: up.Addr(), Reuse: ReuseIfVerified, Reset: tt.reset,
+			p := newPool(t, Config{Addr: up.Addr(), Reuse: ReuseIfVerified, Reset: Reset{Func: tt.reset},
 				ResetTimeout: 50 * time.Millisecond})
 			l := mustGet(t, p)
 			roundTrip(t, l.Conn(), "x")
@@ -238,7 +238,7 @@ func TestResetRunsAndClearsDeadlines(t *testing.T) {
 		c.SetDeadline(time.Unix(1, 0)) // left behind, already past
 		return nil
 	}
-	p := newPool(t, Config{Addr: up.Addr(), Reuse: ReuseIfVerified, Reset: reset})
+	p := newPool(t, Config{Addr: up.Addr(), Reuse: ReuseIfVerified, Reset: Reset{Func: reset}})
 	l := mustGet(t, p)
 	roundTrip(t, l.Conn(), "x")
 	if out := l.Release(clean); out != KeptUsed {

@@ -86,7 +86,9 @@
 //     without Reuse, for protocols that use the FIN as "end of request".
 //     Otherwise the reply is relayed until the upstream has been quiet for
 //     DrainTimeout, and the session ends with EndDrained, the upstream
-//     untouched.
+//     untouched. With Options.DrainOwedOnly, a FIN that comes when no
+//     reply is owed ends the session at once (EndDrained), for callers
+//     that read late bytes themselves.
 //   - An upstream FIN always makes the upstream unusable
 //     (Result.UpstreamEOF); it is passed on to the client as above.
 //   - A conn without a CloseWrite method cannot pass a FIN on; the session

@@ -31,6 +31,16 @@ type Options struct {
 	// been quiet for DrainTimeout, and the session ends (EndDrained) with
 	// the upstream untouched. Zero or negative means DefaultDrainTimeout.
 	DrainTimeout time.Duration
+
+	// DrainOwedOnly, with Reuse, ends the session at the client's FIN
+	// (EndDrained) when the last byte before it moved toward the client,
+	// instead of relaying until the upstream has been quiet for
+	// DrainTimeout; a reply still owed is drained as above. It is for a
+	// caller whose next step reads whatever the upstream sends late
+	// anyway, such as a pool whose Reset drains (pool.Reset.Drains):
+	// waiting would only keep the upstream, with the departed client's
+	// state (a subscription, say), alive for longer.
+	DrainOwedOnly bool
 }
 
 // drainTimeout returns DrainTimeout with its default applied.

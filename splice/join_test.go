@@ -428,6 +428,45 @@ func TestReuseDrained(t *testing.T) {
 	}
 }
 
+// TestDrainOwedOnly: with Reuse and DrainOwedOnly, a client FIN after a
+// complete exchange ends the session at once, with the upstream clean,
+// however long DrainTimeout is; a reply still owed at the FIN is still
+// relayed first.
+func TestDrainOwedOnly(t *testing.T) {
+	const long = time.Hour // without DrainOwedOnly, Join would wait this long
+	for _, tr := range socketTransports(t) {
+		t.Run(tr.name, func(t *testing.T) {
+			t.Run("nothing owed", func(t *testing.T) {
+				s := startSession(t, tr, tr, Options{Reuse: true, DrainTimeout: long, DrainOwedOnly: true})
+				s.bound(10 * time.Second)
+				exchange(t, s, "request", "reply")
+				s.clientEnd.(closeWriter).CloseWrite()
+				r := s.wait(t)
+				if r.Up.End != EndEOF || r.Down.End != EndDrained || !r.UpstreamClean() {
+					t.Errorf("ends %v, %v, clean %v; want eof, drained, true", r.Up.End, r.Down.End, r.UpstreamClean())
+				}
+			})
+			t.Run("reply owed", func(t *testing.T) {
+				s := startSession(t, tr, tr, Options{Reuse: true, DrainTimeout: 20 * time.Millisecond, DrainOwedOnly: true})
+				s.bound(10 * time.Second)
+				write(t, s.clientEnd, "request")
+				if got := readN(t, s.upstreamEnd, 7); got != "request" {
+					t.Fatalf("upstream got %q", got)
+				}
+				s.clientEnd.(closeWriter).CloseWrite()
+				write(t, s.upstreamEnd, "reply")
+				if got := readN(t, s.clientEnd, 5); got != "reply" {
+					t.Errorf("client got %q; want the reply owed at its FIN", got)
+				}
+				r := s.wait(t)
+				if r.Down.End != EndDrained || !r.UpstreamClean() {
+					t.Errorf("down end %v, clean %v; want drained, true (%v)", r.Down.End, r.UpstreamClean(), r)
+				}
+			})
+		})
+	}
+}
+
 // TestReuseNoReply: with Reuse, when the upstream answers only after the
 // FIN (it reads the request to EOF), reuse is given up after the drain
 // period, the FIN is passed on, and the reply still reaches the client.

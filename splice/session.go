@@ -24,7 +24,7 @@ type closeWriter interface {
 // its two callbacks (ctx and idle timer).
 type session struct {
 	opt   Options
-	drain time.Duration // opt.drainTimeout()
+	drain time.Duration // opt.drainTimeout(); 0 once a DrainOwedOnly drain found nothing owed
 	start time.Time
 
 	// client and upstream are the conns as given: FINs are passed on with
@@ -381,6 +381,14 @@ func (s *session) endEOF(d *direction) {
 			s.draining = true
 			s.down.parkReq = false // the drain limit replaces its deadline
 			s.finAt = now.Sub(s.start)
+			// A reply is owed when the client's last write was the
+			// last one to start: a write toward the client that started
+			// after it carries the reply, even if the client, having
+			// read it, sent its FIN before that write's seq was stored.
+			owed := s.up.seq.Load() > 0 && s.seq.Load() == s.up.seq.Load()
+			if s.opt.DrainOwedOnly && !owed {
+				s.drain = 0 // the drain ends at once
+			}
 			s.uio.SetReadDeadline(now.Add(s.drain))
 		}
 		s.endedLocked(d)
