@@ -42,6 +42,7 @@ type config struct {
 	upstream        string        // host:port to forward to; "" runs the demo upstream
 
 	reuse                   pool.Policy
+	protocol                protocol // what the upstream speaks: its reset
 	spares, maxIdle         int
 	maxOpen, maxSessions    int
 	idleTimeout, lifetime   time.Duration
@@ -75,6 +76,7 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 		getTimeout:      listener.DefaultGetTimeout,
 		shutdownGrace:   10 * time.Second,
 		logLevel:        slog.LevelInfo,
+		protocol:        protocolNone,
 	}
 	flags.Var(addrValue{s: &cfg.listen}, "listen", "accept clients on `host:port` (port 0 picks one; the bound address is logged)")
 	flags.Var(durationValue{d: &cfg.clientKeepalive, max: maxClientKeepalive}, "client-keepalive", fmt.Sprintf("TCP keepalive for clients: first probe after `d` idle, then every d, "+
@@ -82,6 +84,8 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 		"which accepted conns inherit, instead of 4 system calls per client", clientKeepaliveCount, fmtSeconds(maxClientKeepalive)))
 	flags.Var(addrValue{s: &cfg.upstream, empty: true}, "upstream", "forward to `host:port`; empty starts an embedded demo echo upstream on loopback")
 	flags.Var(policyValue{&cfg.reuse}, "reuse", "reuse `policy` for used upstream conns: never, clean or verified (see Reuse below)")
+	flags.Var(protocolValue{&cfg.protocol}, "protocol", "what the upstream speaks: none, redis or memcached. redis or memcached selects -reuse verified "+
+		"with that protocol's reset, which drains owed replies and clears session state (see Reuse below)")
 	flags.Var(countValue{&cfg.spares}, "spares", "fresh upstream conns to keep dialed ahead (`n`)")
 	flags.Var(countValue{&cfg.maxIdle}, "max-idle", "used upstream conns kept for reuse (`n`; 0 keeps none)")
 	flags.Var(countValue{&cfg.maxOpen}, "max-open", "cap on all upstream conns, idle and in use (`n`; 0: no cap)")
@@ -93,7 +97,9 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	flags.Var(durationValue{d: &cfg.sessionIdle}, "session-idle-timeout", "end a session when no byte moved either way for `d` (0: never)")
 	flags.Var(durationValue{d: &cfg.drain}, "drain-timeout", "with reuse: after the client's FIN, relay the reply until the upstream is quiet for `d` (0: 50ms, or 5ms with a fence, which drains late replies itself)")
 	flags.Var(durationValue{d: &cfg.shutdownGrace}, "shutdown-grace", "on SIGINT/SIGTERM, let sessions finish for `d`, then cut them (0 cuts at once)")
-	flags.Var(&bytesValue{b: &cfg.fenceSend}, "fence-send", "verified reuse: `bytes` written to a used upstream conn before it is kept (escapes \\r \\n \\t \\\\ \\xNN)")
+	flags.Var(&bytesValue{b: &cfg.fenceSend}, "fence-send", "verified reuse for a protocol -protocol does not know: `bytes` written to a used upstream conn "+
+		"before it is kept (escapes \\r \\n \\t \\\\ \\xNN). They must also reset the protocol's session state: a fence that only "+
+		"answers (Redis PING) lets the next client inherit the last one's login, database or subscriptions")
 	flags.Var(&bytesValue{b: &cfg.fenceExpect}, "fence-expect", "verified reuse: `bytes` the reply to -fence-send must end with (same escapes)")
 	upTLS := flags.Bool("upstream-tls", false, "dial the upstream with TLS (handshake done before a conn is pooled)")
 	upCA := flags.String("upstream-tls-ca", "", "PEM `file` of CAs to verify the upstream with (default: system roots)")
@@ -168,27 +174,49 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	return cfg, nil
 }
 
-// checkReuse applies the fence rules. A fence (-fence-send and
-// -fence-expect, always both) needs the verified policy; when -reuse was
-// not set anywhere, a fence selects it. Setting -reuse never or clean
-// together with a fence is an error rather than a silent override, and
-// -reuse verified without a fence is an error too.
+// checkReuse applies the reuse rules. -protocol redis or memcached, or
+// a fence (-fence-send and -fence-expect, always both), says how to reset
+// a used conn; the two exclude each other. Either selects the verified
+// policy when -reuse was not set anywhere. -reuse never keeps reuse off
+// with -protocol (which names the upstream's protocol whether or not
+// conns are reused); with a fence, which means nothing without reuse, it
+// is an error, and so is -reuse clean with either, rather than a silent
+// override. -reuse verified needs one of them.
 func (c *config) checkReuse(set map[string]bool) error {
 	send, expect := len(c.fenceSend) > 0, len(c.fenceExpect) > 0
+	proto := c.protocol != protocolNone
 	switch {
 	case send && !expect:
 		return &usageError{errors.New("flag -fence-send needs -fence-expect")}
 	case expect && !send:
 		return &usageError{errors.New("flag -fence-expect needs -fence-send")}
-	case send && c.reuse != pool.ReuseIfVerified:
-		if set["reuse"] {
-			return &usageError{fmt.Errorf("flags -fence-send/-fence-expect need -reuse verified, got -reuse %s", c.reuse)}
+	case send && proto:
+		return &usageError{fmt.Errorf("flags -fence-send/-fence-expect and -protocol %s exclude each other (the protocol brings its own reset)", c.protocol)}
+	case (send || proto) && c.reuse == pool.ReuseIfClean:
+		if proto {
+			return &usageError{fmt.Errorf("flag -reuse clean with -protocol %s: clean reuse does not reset session state; use -reuse verified (the default with -protocol) or never", c.protocol)}
 		}
-		c.reuse = pool.ReuseIfVerified
-	case !send && c.reuse == pool.ReuseIfVerified:
-		return &usageError{errors.New("flag -reuse verified needs -fence-send and -fence-expect")}
+		return &usageError{errors.New("flags -fence-send/-fence-expect need -reuse verified, got -reuse clean")}
+	case (send || proto) && c.reuse == pool.ReuseNever:
+		switch {
+		case !set["reuse"]:
+			c.reuse = pool.ReuseIfVerified
+		case send:
+			return &usageError{errors.New("flags -fence-send/-fence-expect need -reuse verified, got -reuse never")}
+		}
+		// -protocol with -reuse never: reuse stays off, spares still work.
+	case !send && !proto && c.reuse == pool.ReuseIfVerified:
+		return &usageError{errors.New("flag -reuse verified needs -protocol or -fence-send and -fence-expect")}
 	}
 	return nil
+}
+
+// reset returns the pool's Reset: the protocol's, else the fence.
+func (c *config) reset() pool.Reset {
+	if c.protocol != protocolNone {
+		return c.protocol.reset()
+	}
+	return pool.Fence(c.fenceSend, c.fenceExpect)
 }
 
 // upstreamTLSConfig builds the client TLS config for dialing upstream.
@@ -246,7 +274,7 @@ func (c *config) poolConfig(upstream string, log *slog.Logger) pool.Config {
 		pc.MaxIdle = -1 // the flag's 0 means none; the pool's 0 means its default
 	}
 	if c.reuse == pool.ReuseIfVerified {
-		pc.Reset = pool.Fence(c.fenceSend, c.fenceExpect)
+		pc.Reset = c.reset()
 	}
 	if c.upstreamTLS != nil {
 		pc.Dial = tlsDialer(upstream, c.upstreamTLS)
@@ -293,10 +321,16 @@ Reuse:
   clean     a used conn is kept when its session ended cleanly (last bytes
             went to the client, no error, nothing unread). Only for strict
             request/response protocols without pipelining or server pushes.
-  verified  clean, and the -fence-send/-fence-expect round trip succeeds
-            before the conn is kept (e.g. Redis: -fence-send 'PING\r\n'
-            -fence-expect '+PONG\r\n'). A fence selects verified when -reuse
-            is not set; -reuse never or clean with a fence is an error.
+  verified  clean, and the upstream's reset succeeds before the conn is
+            kept: -protocol redis (RESET, proven by two ECHO tokens) or
+            -protocol memcached (mn), or for another protocol a fence,
+            -fence-send/-fence-expect, whose bytes must also reset the
+            protocol's session state. A fence that only answers, such as
+            Redis PING, drains owed replies but hands the next client the
+            last one's login, database and subscriptions. -protocol or a
+            fence selects verified when -reuse is not set. -reuse never
+            keeps reuse off with -protocol; with a fence, and -reuse clean
+            with either, is an error.
 
 Try it:
   proxy                       # embedded demo upstream; then:

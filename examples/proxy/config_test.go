@@ -21,7 +21,8 @@ func TestParseConfigDefaults(t *testing.T) {
 	}
 	if cfg.listen != "127.0.0.1:7070" || cfg.upstream != "" || cfg.reuse != pool.ReuseNever ||
 		cfg.shutdownGrace != 10*time.Second || cfg.logLevel != slog.LevelInfo ||
-		cfg.upstreamTLS != nil || cfg.listenTLS != nil || cfg.metrics != "" || cfg.clientKeepalive != 15*time.Second {
+		cfg.upstreamTLS != nil || cfg.listenTLS != nil || cfg.metrics != "" || cfg.clientKeepalive != 15*time.Second ||
+		cfg.protocol != protocolNone {
 		t.Errorf("defaults: got %+v", cfg)
 	}
 }
@@ -77,6 +78,23 @@ log-level debug # trailing comment
 					string(c.fenceSend) == "PING\r\n" && string(c.fenceExpect) == "+PONG\r\n" &&
 					c.reuse == pool.ReuseIfVerified && c.logLevel == slog.LevelDebug
 			},
+		},
+		{
+			name: "protocol selects verified",
+			args: []string{"-protocol", "redis"},
+			want: func(c *config) bool {
+				return c.protocol == protocolRedis && c.reuse == pool.ReuseIfVerified && c.reset().Drains
+			},
+		},
+		{
+			name: "protocol with reuse never keeps reuse off",
+			args: []string{"-protocol", "redis", "-reuse", "never"},
+			want: func(c *config) bool { return c.protocol == protocolRedis && c.reuse == pool.ReuseNever },
+		},
+		{
+			name: "protocol from env, any case",
+			env:  map[string]string{"RELAY_PROTOCOL": "Memcached"},
+			want: func(c *config) bool { return c.protocol == protocolMemcached && c.reuse == pool.ReuseIfVerified },
 		},
 		{
 			name: "file named by env",
@@ -144,6 +162,12 @@ func TestRunBadConfig(t *testing.T) {
 		{"shutdown-grace", []string{"-shutdown-grace", "-5s"}, nil, "-shutdown-grace"},
 		{"reuse unknown", []string{"-reuse", "always"}, nil, `invalid value "always" for flag -reuse`},
 		{"reuse verified without fence", []string{"-reuse", "verified"}, nil, "-fence-send"},
+		{"reuse verified without fence names protocol", []string{"-reuse", "verified"}, nil, "-protocol"},
+		{"fence with reuse never", []string{"-reuse", "never", "-fence-send", "a", "-fence-expect", "b"}, nil, "-reuse verified"},
+		{"protocol unknown", []string{"-protocol", "http"}, nil, `invalid value "http" for flag -protocol: want none, redis or memcached`},
+		{"protocol with reuse clean", []string{"-protocol", "redis", "-reuse", "clean"}, nil, "-reuse clean with -protocol redis"},
+		{"protocol with a fence", []string{"-protocol", "memcached", "-fence-send", "a", "-fence-expect", "b"}, nil, "-protocol memcached exclude each other"},
+		{"env bad protocol", nil, map[string]string{"RELAY_PROTOCOL": "sql"}, "RELAY_PROTOCOL"},
 		{"fence with reuse clean", []string{"-reuse", "clean", "-fence-send", "a", "-fence-expect", "b"}, nil, "-reuse verified"},
 		{"fence-send alone", []string{"-fence-send", `PING\r\n`}, nil, "-fence-expect"},
 		{"fence-expect alone", []string{"-fence-expect", `+PONG\r\n`}, nil, "-fence-send"},

@@ -69,6 +69,45 @@ func (v policyValue) Set(s string) error {
 	return nil
 }
 
+// protocol names what the upstream speaks, for its reset (-protocol).
+type protocol string
+
+const (
+	protocolNone      protocol = "none"
+	protocolRedis     protocol = "redis"
+	protocolMemcached protocol = "memcached"
+)
+
+// reset returns the protocol's pool.Reset (zero for none).
+func (p protocol) reset() pool.Reset {
+	switch p {
+	case protocolRedis:
+		return pool.RedisReset()
+	case protocolMemcached:
+		return pool.MemcachedReset()
+	}
+	return pool.Reset{}
+}
+
+// protocolValue is a protocol by name.
+type protocolValue struct{ p *protocol }
+
+func (v protocolValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return string(*v.p)
+}
+
+func (v protocolValue) Set(s string) error {
+	switch p := protocol(strings.ToLower(strings.TrimSpace(s))); p {
+	case protocolNone, protocolRedis, protocolMemcached:
+		*v.p = p
+		return nil
+	}
+	return errors.New("want none, redis or memcached")
+}
+
 // countValue is a non-negative int.
 type countValue struct{ n *int }
 

@@ -110,6 +110,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		"addr", pl.Addr(),
 		"upstream", upstream,
 		"reuse", cfg.reuse,
+		"protocol", cfg.protocol,
 		"tls", cfg.listenTLS != nil,
 		"upstream_tls", cfg.upstreamTLS != nil)
 	if demo != nil {
