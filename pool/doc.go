@@ -68,19 +68,32 @@
 // ReuseIfClean keeps a used connection on the verdict and the quiet peek
 // alone. Safe only for strict request/response protocols without
 // pipelining, subscriptions, server pushes or per-connection state (for
-// example plain HTTP/1.1 without pipelining, or Redis without SELECT,
-// AUTH, MULTI or SUBSCRIBE). Its limit: the verdict and the peek see
+// example plain HTTP/1.1 without pipelining, or Redis used without AUTH,
+// SELECT, HELLO, CLIENT SETNAME or TRACKING, WATCH, MULTI or SUBSCRIBE).
+// Its limit: the verdict and the peek see
 // only what has arrived. When a reply comes in parts and its client hangs
 // up after the first, a remainder that arrives after the session's drain
 // and the quiet period reaches the next client of that connection. Where
-// replies can be slow or split, use ReuseIfVerified: its fence drains
+// replies can be slow or split, use ReuseIfVerified: its Reset drains
 // whatever is still owed.
 //
 // ReuseIfVerified also runs Config.Reset, which uses protocol knowledge
-// to return the connection to a neutral state, typically a fence: send a
-// marker and read until its echo, which also drains any reply still owed
-// (see Fence and FenceFunc). Safe for protocols whose state the Reset hook
-// clears.
+// to return the connection to a neutral state in two respects: the byte
+// stream (every reply still owed is drained) and the protocol's session
+// state (a login, a selected database, a subscription, a transaction, a
+// protocol version: whatever the client changed on the connection). The
+// presets do both for their servers: RedisReset (RESET, between two
+// random ECHO tokens that prove its +RESET its own) and MemcachedReset
+// (mn; memcached's text and meta protocols keep no state per
+// connection). Fence and FenceFunc do the first only: a marker and its
+// echo prove that nothing is owed, and are enough only for a protocol
+// without session state or with a marker that also resets it. Measured
+// against redis-server 7.0, a PING fence handed the next client the
+// previous one's login, database, protocol version, name, tracking and
+// (on RESP3) subscriptions; RedisReset none of them (the TestRedis*
+// tests of package listener). Reset.Drains and Reset.Settle tell the
+// pool what a Reset guarantees, so it can skip waits the Reset makes
+// moot.
 //
 // The peek works on Unix (Linux, macOS, the BSDs) for connections that
 // are sockets, or wrap one behind a NetConn method, as *tls.Conn does.

@@ -67,3 +67,22 @@ func Example() {
 	// HELLO from a dial conn, then kept-used
 	// AGAIN from a reused conn, then kept-used
 }
+
+// Reusing connections to Redis: RedisReset drains what the previous client
+// was still owed and clears its session state (login, database, protocol,
+// subscriptions) before a connection serves the next client. A PING fence
+// would do the first only.
+func ExampleRedisReset() {
+	p, err := pool.New(pool.Config{
+		Addr:   "127.0.0.1:6379",
+		Spares: 4,
+		Reuse:  pool.ReuseIfVerified,
+		Reset:  pool.RedisReset(), // Redis 6.2 or newer
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer p.Close()
+	fmt.Println(p.Policy(), p.ResetDrains())
+	// Output: verified true
+}
