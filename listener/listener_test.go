@@ -293,7 +293,12 @@ func TestGracefulShutdown(t *testing.T) {
 	l, served := startProxyServe(t, pool.Config{Addr: up.Addr(), Spares: 2}, Config{})
 
 	const clients, size = 4, 4 << 20
-	started := make(chan struct{}, clients)
+	// Each client sends its first byte, so that its session is live
+	// before Shutdown, and the rest only once Shutdown has begun, so that
+	// the transfers happen during the drain. (This used to sleep 50 ms
+	// instead, and failed when a busy machine let the sessions end before
+	// the test saw them all live.)
+	proceed := make(chan struct{})
 	errs := make(chan error, clients)
 	for i := range clients {
 		go func() {
@@ -307,11 +312,8 @@ func TestGracefulShutdown(t *testing.T) {
 			payload := make([]byte, size)
 			fill(payload, uint64(i)+1000)
 			go func() {
-				// Trickle the first bytes so that the session is live
-				// before Shutdown, then send the rest.
 				c.Write(payload[:1])
-				started <- struct{}{}
-				time.Sleep(50 * time.Millisecond)
+				<-proceed
 				c.Write(payload[1:])
 				c.(*net.TCPConn).CloseWrite()
 			}()
@@ -322,13 +324,21 @@ func TestGracefulShutdown(t *testing.T) {
 			errs <- err
 		}()
 	}
-	for range clients {
-		<-started
-	}
 	waitFor(t, "sessions to be live", func() bool { return l.Stats().Active == clients })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := l.Shutdown(ctx); err != nil {
+	shut := make(chan error, 1)
+	go func() { shut <- l.Shutdown(ctx) }()
+	// Shutdown has begun once the listener refuses new clients.
+	waitFor(t, "Shutdown to close the listener", func() bool {
+		c, err := net.DialTimeout("tcp", l.Addr().String(), time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	close(proceed)
+	if err := <-shut; err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
 	for range clients {

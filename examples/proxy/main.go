@@ -10,11 +10,12 @@
 //	go run ./examples/proxy
 //	echo hello | nc 127.0.0.1 7070      # upstream conn #N: hello
 //
-// In front of a real server:
+// In front of a Redis server (6.2 or newer), reusing connections with
+// Redis's RESET between clients, so that none inherits another's login,
+// database or subscriptions:
 //
 //	proxy -listen :7070 -upstream 10.0.0.5:6379 -spares 8 -max-open 64 \
-//	    -reuse verified -fence-send 'PING\r\n' -fence-expect '+PONG\r\n' \
-//	    -metrics 127.0.0.1:9090
+//	    -protocol redis -metrics 127.0.0.1:9090
 //
 // Every flag can also come from an environment variable RELAY_<NAME>
 // (RELAY_MAX_OPEN=64) or from a -config file with one "name value" per

@@ -16,9 +16,10 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/relaykit/relay/internal/logbuf"
 )
 
 // RequireEnv names the environment variable that turns a missing server
@@ -34,7 +35,7 @@ type Server struct {
 	Addr string
 
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *logbuf.Buffer
 	done chan struct{} // closed when the process has exited
 }
 
@@ -117,7 +118,7 @@ func start(tb testing.TB, command func(port int) *exec.Cmd, ready func(net.Conn)
 		if err != nil {
 			tb.Fatal(err)
 		}
-		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), out: new(syncBuffer), done: make(chan struct{})}
+		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), out: new(logbuf.Buffer), done: make(chan struct{})}
 		s.cmd = command(port)
 		s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 		if err := s.cmd.Start(); err != nil {
@@ -182,23 +183,4 @@ func freePort() (int, error) {
 		return 0, errors.New("realserver: not a TCP address")
 	}
 	return addr.Port, nil
-}
-
-// syncBuffer is a bytes.Buffer safe for the process's writers and the
-// test's reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
