@@ -31,21 +31,7 @@ const (
 	ReuseIfVerified
 )
 
-// ParsePolicy parses "never", "clean" or "verified" (the strings that
-// Policy.String returns), ignoring case and surrounding space.
-func ParsePolicy(s string) (Policy, error) {
-	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "never":
-		return ReuseNever, nil
-	case "clean":
-		return ReuseIfClean, nil
-	case "verified":
-		return ReuseIfVerified, nil
-	}
-	return ReuseNever, fmt.Errorf("pool: unknown reuse policy %q (want never, clean or verified)", s)
-}
-
-// String returns "never", "clean" or "verified", which ParsePolicy
+// String returns "never", "clean" or "verified", which UnmarshalText
 // accepts, or "Policy(n)" for an unknown value.
 func (p Policy) String() string {
 	switch p {
@@ -68,13 +54,20 @@ func (p Policy) MarshalText() ([]byte, error) {
 	return []byte(p.String()), nil
 }
 
-// UnmarshalText implements encoding.TextUnmarshaler with ParsePolicy.
+// UnmarshalText implements encoding.TextUnmarshaler: it parses "never",
+// "clean" or "verified" (what String returns), ignoring case and
+// surrounding space, and names the input in its error.
 func (p *Policy) UnmarshalText(b []byte) error {
-	v, err := ParsePolicy(string(b))
-	if err != nil {
-		return err
+	switch strings.ToLower(strings.TrimSpace(string(b))) {
+	case "never":
+		*p = ReuseNever
+	case "clean":
+		*p = ReuseIfClean
+	case "verified":
+		*p = ReuseIfVerified
+	default:
+		return fmt.Errorf("pool: unknown reuse policy %q (want never, clean or verified)", b)
 	}
-	*p = v
 	return nil
 }
 

@@ -70,18 +70,23 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
-func TestParsePolicy(t *testing.T) {
+func TestPolicyUnmarshalText(t *testing.T) {
+	parse := func(s string) (Policy, error) {
+		var p Policy
+		err := p.UnmarshalText([]byte(s))
+		return p, err
+	}
 	for _, p := range []Policy{ReuseNever, ReuseIfClean, ReuseIfVerified} {
-		got, err := ParsePolicy(p.String())
+		got, err := parse(p.String())
 		if err != nil || got != p {
-			t.Errorf("ParsePolicy(%q): got %v, %v; want %v", p.String(), got, err, p)
+			t.Errorf("UnmarshalText(%q): got %v, %v; want %v", p.String(), got, err, p)
 		}
 	}
-	if got, err := ParsePolicy(" Clean "); err != nil || got != ReuseIfClean {
-		t.Errorf(`ParsePolicy(" Clean "): got %v, %v; want clean`, got, err)
+	if got, err := parse(" Clean "); err != nil || got != ReuseIfClean {
+		t.Errorf(`UnmarshalText(" Clean "): got %v, %v; want clean`, got, err)
 	}
-	if _, err := ParsePolicy("always"); err == nil || !strings.Contains(err.Error(), `"always"`) {
-		t.Errorf(`ParsePolicy("always"): got %v; want an error naming the input`, err)
+	if _, err := parse("always"); err == nil || !strings.Contains(err.Error(), `"always"`) {
+		t.Errorf(`UnmarshalText("always"): got %v; want an error naming the input`, err)
 	}
 	if got := Policy(7).String(); got != "Policy(7)" {
 		t.Errorf("Policy(7).String(): got %q", got)

@@ -61,11 +61,9 @@ func (v policyValue) String() string {
 }
 
 func (v policyValue) Set(s string) error {
-	p, err := pool.ParsePolicy(s)
-	if err != nil {
+	if err := v.p.UnmarshalText([]byte(s)); err != nil {
 		return errors.New("want never, clean or verified")
 	}
-	*v.p = p
 	return nil
 }
 
