@@ -167,19 +167,26 @@ func (p *Pool) release(c *pconn, v Verdict) Outcome {
 	return out
 }
 
-// judge runs every check Release makes before keeping c, without holding
-// the lock. It returns OutcomeNone when c may be kept (MaxIdle and Close
-// are decided by placeLocked), else the reason to close it.
+// judge runs Release's checks on c in order, without holding the lock,
+// and returns the first reason to close it, or OutcomeNone when it may
+// be kept (MaxIdle and Close are decided by placeLocked):
+//
+//  1. the pool is open;
+//  2. the policy and the verdict allow keeping it (allowed);
+//  3. it is not past MaxLifetime, nor, untouched, past IdleTimeout (aged);
+//  4. its deadlines clear;
+//  5. given back untouched and never used: not dead (vetPeek), as at
+//     hand-out; else, used: neutral (vetReleased).
 func (p *Pool) judge(c *pconn, v Verdict) Outcome {
-	if p.closed.Load() {
-		return ClosedPoolClosed
-	}
 	// Untouched: nothing was written or read, so the conn is as it was
 	// when handed out. A fresh one goes back as a spare (a greeting still
 	// pending is its first client's, as at hand-out); a used one is vetted
-	// again below like any used conn.
+	// like any used conn.
 	untouchedFresh := !v.Used && !c.used
-	if !untouchedFresh && (p.s.reuse == ReuseNever || (v.Used && !v.Clean)) {
+	switch {
+	case p.closed.Load():
+		return ClosedPoolClosed
+	case !untouchedFresh && !p.allowed(v):
 		return ClosedNotClean
 	}
 	if p.s.maxLifetime > 0 || p.s.idleTimeout > 0 {
@@ -190,21 +197,31 @@ func (p *Pool) judge(c *pconn, v Verdict) Outcome {
 			return out
 		}
 	}
-	if c.conn.SetDeadline(time.Time{}) != nil {
+	switch {
+	case c.conn.SetDeadline(time.Time{}) != nil:
 		return ClosedDead
+	case untouchedFresh:
+		return vetPeek(c)
 	}
-	if untouchedFresh {
-		return vetPeek(c) // as at hand-out: only dead closes a fresh conn
-	}
+	return p.vetReleased(c, v)
+}
 
-	// A used conn. Do not pay for the quiet period and Reset when it
-	// would be closed as surplus anyway.
+// allowed reports whether the policy may keep a conn with verdict v.
+func (p *Pool) allowed(v Verdict) bool {
+	return p.s.reuse != ReuseNever && (!v.Used || v.Clean)
+}
+
+// vetReleased makes sure a used conn is neutral before it is kept: a
+// quiet period then a peek, and the Reset with a peek after it (or its
+// Settle time, which leaves that peek to the hand-out). It marks c used.
+func (p *Pool) vetReleased(c *pconn, v Verdict) Outcome {
+	// Do not pay for the quiet period and Reset when the conn would be
+	// closed as surplus anyway.
 	if (p.s.quiet > 0 || p.s.reset.Func != nil) && p.full() {
 		return ClosedFull
 	}
 	// The quiet period lets a late byte arrive before the peek. A Reset
-	// that drains (a fence: it reads everything up to its own echo) makes
-	// it moot: a late byte is read and dropped with the rest.
+	// that drains reads such a byte anyway.
 	if p.s.quiet > 0 && !p.s.reset.Drains {
 		time.Sleep(p.s.quiet)
 	}
@@ -216,9 +233,9 @@ func (p *Pool) judge(c *pconn, v Verdict) Outcome {
 			return ClosedResetFailed
 		}
 		if p.s.reset.Settle > 0 {
-			// No client gets the conn before the settle time has passed,
+			// No client gets the conn before the Settle time has passed,
 			// and the hand-out peek then sees every byte a peek now
-			// would (see readyAt), so this one is left to it.
+			// would (see readyAt).
 			c.readyAt = time.Now().Add(p.s.reset.Settle)
 		} else if out := vetUsed(c.peekUsed()); out != OutcomeNone {
 			return out

@@ -61,6 +61,7 @@ type Pool struct {
 // MaxOpen slot, or alone for its own dial.
 type waiter struct {
 	ch      chan grant // cap 1: exactly one grant is ever sent
+	start   time.Time  // when it was queued for MaxOpen
 	granted bool       // under Pool.mu: the grant was sent
 	gone    bool       // under Pool.mu: the caller gave up (own dial only)
 }
@@ -113,20 +114,42 @@ func (p *Pool) Get(ctx context.Context) (Lease, error) {
 	if err := ctx.Err(); err != nil {
 		return Lease{}, err
 	}
-	p.mu.Lock()
-	if c := p.checkedIdleLocked(); c != nil {
-		return p.handOut(c, c.source()), nil
-	}
-	if p.isClosed {
+	for {
+		// Decide under the lock; act after it.
+		var (
+			dial *waiter // our own dial, started
+			wait *waiter // queued for MaxOpen
+			err  error
+		)
+		p.mu.Lock()
+		c := p.takeIdleLocked() // nil once closed: Close empties the lists
+		switch {
+		case c != nil:
+		case p.isClosed:
+			err = ErrClosed
+		case p.s.maxOpen == 0 || p.open < p.s.maxOpen:
+			p.open++
+			p.dialing++
+			dial = p.startDialLocked()
+		default:
+			wait = p.enqueueLocked()
+		}
 		p.mu.Unlock()
-		return Lease{}, ErrClosed
+
+		switch {
+		case err != nil:
+			return Lease{}, err
+		case c != nil:
+			if p.vet(c) {
+				return p.handOut(c, c.source()), nil
+			}
+			// It failed its checks and was closed: decide again.
+		case dial != nil:
+			return p.awaitDial(ctx, dial)
+		default:
+			return p.awaitGrant(ctx, wait)
+		}
 	}
-	if p.s.maxOpen == 0 || p.open < p.s.maxOpen {
-		p.open++
-		p.dialing++
-		return p.dialFor(ctx) // unlocks
-	}
-	return p.waitFor(ctx) // unlocks
 }
 
 // TryGet is Get without the wait: it returns an idle connection that
@@ -134,34 +157,20 @@ func (p *Pool) Get(ctx context.Context) (Lease, error) {
 // true, or false at once when none is idle or the pool is closed. It
 // never dials, so it needs no ctx; callers fall back to Get.
 func (p *Pool) TryGet() (Lease, bool) {
-	p.mu.Lock()
-	if c := p.checkedIdleLocked(); c != nil {
-		return p.handOut(c, c.source()), true
-	}
-	p.mu.Unlock()
-	return Lease{}, false
-}
-
-// checkedIdleLocked takes idle conns until one passes its checks, closing
-// those that fail. It is called with p.mu held. It returns the conn,
-// counted in use, with p.mu released; or nil, with p.mu still held, when
-// nothing is idle or the pool is closed.
-func (p *Pool) checkedIdleLocked() *pconn {
-	for !p.isClosed {
-		c := p.takeIdleLocked()
-		if c == nil {
-			return nil
-		}
-		p.mu.Unlock()
-		if p.vet(c) {
-			return c
-		}
+	for {
 		p.mu.Lock()
+		c := p.takeIdleLocked()
+		p.mu.Unlock()
+		if c == nil {
+			return Lease{}, false
+		}
+		if p.vet(c) {
+			return p.handOut(c, c.source()), true
+		}
 	}
-	return nil
 }
 
-// vet waits out c's quiet period and checks it for hand-out; a conn that
+// vet waits out c's Settle time and checks it for hand-out; a conn that
 // fails is closed and counted. c is counted in use; the caller owns it.
 func (p *Pool) vet(c *pconn) bool {
 	waitReady(c)
@@ -196,8 +205,8 @@ func (p *Pool) takeIdleLocked() *pconn {
 	if i < 0 && len(p.used) > 0 {
 		// Only conns in their quiet period: the one whose ends first.
 		i = 0
-		for j, c := range p.used {
-			if c.readyAt.Before(p.used[i].readyAt) {
+		for j, u := range p.used {
+			if u.readyAt.Before(p.used[i].readyAt) {
 				i = j
 			}
 		}
@@ -241,33 +250,40 @@ func (p *Pool) handOut(c *pconn, src Source) Lease {
 	return Lease{c: c, gen: c.gen.Add(1), src: src}
 }
 
-// waitFor queues the caller for MaxOpen and waits for a grant or ctx. It
-// is called with p.mu held and unlocks it.
-func (p *Pool) waitFor(ctx context.Context) (Lease, error) {
-	w := &waiter{ch: make(chan grant, 1)}
+// enqueueLocked queues the caller for MaxOpen. It is called with p.mu
+// held.
+func (p *Pool) enqueueLocked() *waiter {
+	w := &waiter{ch: make(chan grant, 1), start: time.Now()}
 	p.waiters = append(p.waiters, w)
 	p.waitCount++
-	start := time.Now()
-	p.mu.Unlock()
+	return w
+}
 
+// awaitGrant waits for w's grant or ctx.
+func (p *Pool) awaitGrant(ctx context.Context, w *waiter) (Lease, error) {
 	select {
 	case g := <-w.ch:
-		p.noteWait(start)
+		p.noteWait(w.start)
 		switch {
 		case g.err != nil:
 			return Lease{}, g.err
 		case g.slot:
+			var dial *waiter
 			p.mu.Lock()
 			if p.isClosed {
 				p.dialing--
 				p.freeSlotLocked()
-				p.mu.Unlock()
+			} else {
+				dial = p.startDialLocked()
+			}
+			p.mu.Unlock()
+			if dial == nil {
 				return Lease{}, ErrClosed
 			}
-			return p.dialFor(ctx) // unlocks
+			return p.awaitDial(ctx, dial)
 		}
 		if !g.c.readyAt.IsZero() && !p.vet(g.c) {
-			// Released in its quiet period, then failed its checks:
+			// Released in its Settle time, then failed its checks:
 			// start over.
 			return p.Get(ctx)
 		}
@@ -275,16 +291,16 @@ func (p *Pool) waitFor(ctx context.Context) (Lease, error) {
 	case <-ctx.Done():
 	}
 	p.mu.Lock()
-	if !w.granted {
+	granted := w.granted
+	if !granted {
 		p.removeWaiterLocked(w)
-		p.mu.Unlock()
-		p.noteWait(start)
-		return Lease{}, ctx.Err()
 	}
 	p.mu.Unlock()
-	// A grant raced with ctx: pass it on.
-	p.giveBack(<-w.ch)
-	p.noteWait(start)
+	if granted {
+		// A grant raced with ctx: pass it on.
+		p.giveBack(<-w.ch)
+	}
+	p.noteWait(w.start)
 	return Lease{}, ctx.Err()
 }
 
@@ -335,14 +351,18 @@ func (p *Pool) giveBack(g grant) {
 	}
 }
 
-// dialFor dials for the caller on a dial worker, under
-// DialTimeout, and waits for it or ctx. It is called with p.mu held, a
-// slot reserved (open and dialing counted), and unlocks p.mu.
-func (p *Pool) dialFor(ctx context.Context) (Lease, error) {
+// startDialLocked starts a dial for the caller on a dial worker, under
+// DialTimeout, into the slot the caller reserved (open and dialing
+// counted). It is called with p.mu held while the pool is open.
+func (p *Pool) startDialLocked() *waiter {
 	w := &waiter{ch: make(chan grant, 1)}
 	p.runDialLocked(func() { p.dialInto(w) })
-	p.mu.Unlock()
+	return w
+}
 
+// awaitDial waits for the dial w stands for, or ctx, or Close. A conn
+// that arrives after the caller gave up is kept or passed on (dialInto).
+func (p *Pool) awaitDial(ctx context.Context, w *waiter) (Lease, error) {
 	var err error
 	select {
 	case g := <-w.ch:
@@ -356,13 +376,14 @@ func (p *Pool) dialFor(ctx context.Context) (Lease, error) {
 		err = ErrClosed
 	}
 	p.mu.Lock()
-	if !w.granted {
+	granted := w.granted
+	if !granted {
 		w.gone = true // dialInto keeps the conn, or closes it
-		p.mu.Unlock()
-		return Lease{}, err
 	}
 	p.mu.Unlock()
-	p.giveBack(<-w.ch)
+	if granted {
+		p.giveBack(<-w.ch)
+	}
 	return Lease{}, err
 }
 
