@@ -41,7 +41,7 @@ func BenchmarkSession(b *testing.B) {
 		cfg  Config
 	}{
 		{"never", pool.Config{Spares: 16}, Config{}},
-		{"verified", pool.Config{Spares: 4, Reuse: pool.ReuseIfVerified,
+		{"verified", pool.Config{Spares: 4, MaxIdle: pool.DefaultMaxIdle, Reuse: pool.ReuseIfVerified,
 			Reset: pool.Fence([]byte("PING\r\n"), []byte("+PONG\r\n"))}, Config{DrainTimeout: time.Millisecond}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {

@@ -129,11 +129,11 @@ func TestIsolationWithReuse(t *testing.T) {
 	}{
 		// A fence drains replies still owed (pipelined ones included).
 		{"verified with a fence", pool.Config{
-			Reuse: pool.ReuseIfVerified,
+			MaxIdle: pool.DefaultMaxIdle, Reuse: pool.ReuseIfVerified,
 			Reset: pool.Fence([]byte("PING\r\n"), []byte("+PONG\r\n")),
 		}, true},
 		// Without a fence, reuse is safe only without pipelining.
-		{"clean, no pipelining", pool.Config{Reuse: pool.ReuseIfClean}, false},
+		{"clean, no pipelining", pool.Config{MaxIdle: pool.DefaultMaxIdle, Reuse: pool.ReuseIfClean}, false},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -165,7 +165,7 @@ func TestIsolationFailsWithoutRules(t *testing.T) {
 		l.verdict = func(*splice.Result) pool.Verdict { return pool.Verdict{Used: true, Clean: true} }
 		l.opts.DrainTimeout = time.Nanosecond
 	}
-	l := startProxy(t, pool.Config{Addr: up.Addr(), Spares: 4, Reuse: pool.ReuseIfClean, QuietPeriod: -1}, Config{}, rulesOff)
+	l := startProxy(t, pool.Config{Addr: up.Addr(), Spares: 4, MaxIdle: pool.DefaultMaxIdle, Reuse: pool.ReuseIfClean, QuietPeriod: -1}, Config{}, rulesOff)
 	res := runIsolation(t, l.Addr().String(), 2000, 16, true, 7)
 	if res.leaks == 0 {
 		t.Fatalf("%d sessions with the rules off: got no leak; want the test to catch some (failures %d)", res.sessions, res.failures)

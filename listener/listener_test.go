@@ -68,7 +68,7 @@ func TestIntegrityConcurrent(t *testing.T) {
 	up := startServer(t, echo)
 	for _, policy := range []pool.Policy{pool.ReuseNever, pool.ReuseIfClean} {
 		t.Run(policy.String(), func(t *testing.T) {
-			l := startProxy(t, pool.Config{Addr: up.Addr(), Spares: 4, Reuse: policy}, Config{})
+			l := startProxy(t, pool.Config{Addr: up.Addr(), Spares: 4, MaxIdle: pool.DefaultMaxIdle, Reuse: policy}, Config{})
 			const clients, size = 32, 256 << 10
 			var wg sync.WaitGroup
 			errs := make(chan error, clients)
@@ -228,7 +228,7 @@ func TestUpstreamResetMidStream(t *testing.T) {
 		c.Write([]byte("fine\n"))
 	})
 	var log sessionLog
-	l := startProxy(t, pool.Config{Addr: up.Addr(), Reuse: pool.ReuseIfClean}, Config{OnSessionEnd: log.add})
+	l := startProxy(t, pool.Config{Addr: up.Addr(), MaxIdle: pool.DefaultMaxIdle, Reuse: pool.ReuseIfClean}, Config{OnSessionEnd: log.add})
 
 	c := dial(t, l.Addr().String())
 	c.SetDeadline(time.Now().Add(10 * time.Second))
@@ -271,7 +271,7 @@ func TestServerClosesIdlePooledConns(t *testing.T) {
 			}
 		}
 	})
-	l := startProxy(t, pool.Config{Addr: up.Addr(), Spares: 2, Reuse: pool.ReuseIfClean}, Config{})
+	l := startProxy(t, pool.Config{Addr: up.Addr(), Spares: 2, MaxIdle: pool.DefaultMaxIdle, Reuse: pool.ReuseIfClean}, Config{})
 	for i := range 6 {
 		time.Sleep(60 * time.Millisecond) // every pooled conn is closed by now
 		c := dial(t, l.Addr().String())
@@ -501,7 +501,7 @@ func TestNextBackoff(t *testing.T) {
 func TestFDsBackToBaseline(t *testing.T) {
 	up := startServer(t, echo)
 	run := func(n int) {
-		p, err := pool.New(pool.Config{Addr: up.Addr(), Spares: 2, Reuse: pool.ReuseIfClean})
+		p, err := pool.New(pool.Config{Addr: up.Addr(), Spares: 2, MaxIdle: pool.DefaultMaxIdle, Reuse: pool.ReuseIfClean})
 		if err != nil {
 			t.Fatal(err)
 		}

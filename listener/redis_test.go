@@ -294,7 +294,7 @@ var redisStates = []redisState{
 func runRedisStates(t *testing.T, srv *realserver.Server, reset pool.Reset) (leaks map[string]error, reused map[string]bool, sessions, conns int) {
 	// One conn at a time: the next client gets the conn the last one
 	// used, if the pool kept it.
-	l := startProxy(t, pool.Config{Addr: srv.Addr, MaxOpen: 1, Reuse: pool.ReuseIfVerified, Reset: reset,
+	l := startProxy(t, pool.Config{Addr: srv.Addr, MaxOpen: 1, MaxIdle: pool.DefaultMaxIdle, Reuse: pool.ReuseIfVerified, Reset: reset,
 		ResetTimeout: 300 * time.Millisecond}, Config{})
 	direct, err := realserver.DialRedis(srv.Addr)
 	if err != nil {
@@ -381,7 +381,7 @@ func TestRedisResetLeaksNoState(t *testing.T) {
 func TestRedisResetAfterRequirePass(t *testing.T) {
 	t.Parallel()
 	srv := realserver.Redis(t, "requirepass s3cret")
-	l := startProxy(t, pool.Config{Addr: srv.Addr, MaxOpen: 1, Reuse: pool.ReuseIfVerified, Reset: pool.RedisReset()}, Config{})
+	l := startProxy(t, pool.Config{Addr: srv.Addr, MaxOpen: 1, MaxIdle: pool.DefaultMaxIdle, Reuse: pool.ReuseIfVerified, Reset: pool.RedisReset()}, Config{})
 	var ids []string
 	for range 5 {
 		c, err := realserver.DialRedis(l.Addr().String())

@@ -48,7 +48,7 @@ func TestCutReplyIsNotReused(t *testing.T) {
 		}
 	})
 	var log sessionLog
-	l := startProxy(t, pool.Config{Addr: up.Addr(), Reuse: pool.ReuseIfClean},
+	l := startProxy(t, pool.Config{Addr: up.Addr(), MaxIdle: pool.DefaultMaxIdle, Reuse: pool.ReuseIfClean},
 		Config{SessionIdleTimeout: 100 * time.Millisecond, OnSessionEnd: log.add})
 
 	c := dial(t, l.Addr().String())

@@ -12,7 +12,7 @@ import (
 // iteration peeks twice (hand-out and release) and clears deadlines twice.
 func BenchmarkGetRelease(b *testing.B) {
 	up := startUpstream(b, func(c net.Conn) { io.Copy(io.Discard, c) })
-	p := newPool(b, Config{Addr: up.Addr(), Reuse: ReuseIfClean, QuietPeriod: -1})
+	p := newPool(b, Config{Addr: up.Addr(), MaxIdle: DefaultMaxIdle, Reuse: ReuseIfClean, QuietPeriod: -1})
 	ctx := context.Background()
 	// Warm up: enough idle conns for every goroutine.
 	var warm []Lease

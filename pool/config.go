@@ -101,8 +101,10 @@ type Config struct {
 	// MaxIdle caps used connections kept for reuse. It also caps fresh
 	// connections kept idle when it is above Spares: a lease given back
 	// untouched, or a dial that landed after its caller gave up, is kept
-	// while fewer than max(Spares, MaxIdle) fresh ones wait. Zero means
-	// DefaultMaxIdle; negative means none.
+	// while fewer than max(Spares, MaxIdle) fresh ones wait. Zero keeps
+	// none, so a Reuse policy other than ReuseNever needs it set
+	// (DefaultMaxIdle is a fair start): New rejects the two together.
+	// Negative is an error.
 	MaxIdle int
 	// MaxOpen caps all connections: idle (spares and used), in use, and
 	// dials in flight. Zero means no cap. Callers beyond it wait in FIFO
@@ -145,7 +147,8 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Defaults applied for zero Config fields.
+// Defaults applied for zero Config fields, and DefaultMaxIdle, a
+// starting value for MaxIdle (whose zero keeps none).
 const (
 	DefaultMaxIdle      = 64
 	DefaultDialTimeout  = 5 * time.Second
@@ -158,7 +161,7 @@ type settings struct {
 	dial         func(ctx context.Context) (net.Conn, error)
 	addr         string
 	spares       int
-	maxIdle      int // >= 0: zero means none kept
+	maxIdle      int // zero: none kept
 	maxOpen      int // zero means no cap
 	idleTimeout  time.Duration
 	maxLifetime  time.Duration
@@ -211,6 +214,9 @@ func (cfg *Config) validate() (settings, error) {
 	if cfg.MaxOpen < 0 {
 		return s, fmt.Errorf("pool: Config.MaxOpen: %d is negative (0 means no cap)", cfg.MaxOpen)
 	}
+	if cfg.MaxIdle < 0 {
+		return s, fmt.Errorf("pool: Config.MaxIdle: %d is negative (0 keeps none)", cfg.MaxIdle)
+	}
 	if cfg.MaxOpen > 0 && cfg.Spares > cfg.MaxOpen {
 		return s, fmt.Errorf("pool: Config.Spares: %d exceeds Config.MaxOpen (%d)", cfg.Spares, cfg.MaxOpen)
 	}
@@ -230,6 +236,9 @@ func (cfg *Config) validate() (settings, error) {
 	if cfg.Reuse > ReuseIfVerified {
 		return s, fmt.Errorf("pool: Config.Reuse: unknown policy %d", uint8(cfg.Reuse))
 	}
+	if cfg.Reuse != ReuseNever && cfg.MaxIdle == 0 {
+		return s, fmt.Errorf("pool: Config.MaxIdle: 0 keeps no used connection, so Reuse %s would reuse none (DefaultMaxIdle is %d)", cfg.Reuse, DefaultMaxIdle)
+	}
 	if cfg.Reuse == ReuseIfVerified {
 		if cfg.Reset.Func == nil {
 			return s, errors.New("pool: Config.Reset.Func: required with Reuse ReuseIfVerified")
@@ -240,12 +249,6 @@ func (cfg *Config) validate() (settings, error) {
 		s.reset = cfg.Reset
 	}
 
-	switch {
-	case s.maxIdle == 0:
-		s.maxIdle = DefaultMaxIdle
-	case s.maxIdle < 0:
-		s.maxIdle = 0
-	}
 	if s.dialTimeout == 0 {
 		s.dialTimeout = DefaultDialTimeout
 	}

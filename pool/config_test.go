@@ -19,11 +19,11 @@ func TestConfigValidation(t *testing.T) {
 	}{
 		{"addr only", Config{Addr: "127.0.0.1:1"}, ""},
 		{"dial only", Config{Dial: dial}, ""},
-		{"everything", Config{Addr: "x:1", Network: "tcp6", Spares: 2, MaxOpen: 2, MaxIdle: -1,
+		{"everything", Config{Addr: "x:1", Network: "tcp6", Spares: 2, MaxOpen: 2, MaxIdle: 1,
 			IdleTimeout: time.Second, MaxLifetime: time.Minute, DialTimeout: time.Second,
 			Reuse: ReuseIfVerified, Reset: Reset{Func: reset}, ResetTimeout: time.Second, QuietPeriod: -1}, ""},
 		{"unix", Config{Network: "unix", Addr: "/tmp/x.sock"}, ""},
-		{"reset ignored without verified", Config{Dial: dial, Reuse: ReuseIfClean, Reset: Reset{Func: reset}}, ""},
+		{"reset ignored without verified", Config{Dial: dial, MaxIdle: DefaultMaxIdle, Reuse: ReuseIfClean, Reset: Reset{Func: reset}}, ""},
 		{"nowhere to dial", Config{}, "pool: Config.Addr: required when Config.Dial is nil"},
 		{"datagram network", Config{Network: "udp", Addr: "x:1"}, "pool: Config.Network:"},
 		{"negative spares", Config{Dial: dial, Spares: -1}, "pool: Config.Spares:"},
@@ -33,8 +33,12 @@ func TestConfigValidation(t *testing.T) {
 		{"negative max lifetime", Config{Dial: dial, MaxLifetime: -1}, "pool: Config.MaxLifetime:"},
 		{"negative dial timeout", Config{Dial: dial, DialTimeout: -1}, "pool: Config.DialTimeout:"},
 		{"negative reset timeout", Config{Dial: dial, ResetTimeout: -1}, "pool: Config.ResetTimeout:"},
-		{"unknown policy", Config{Dial: dial, Reuse: 9}, "pool: Config.Reuse: unknown policy 9"},
-		{"verified without reset", Config{Dial: dial, Reuse: ReuseIfVerified}, "pool: Config.Reset.Func: required with Reuse ReuseIfVerified"},
+		{"negative max idle", Config{Dial: dial, MaxIdle: -1}, "pool: Config.MaxIdle: -1 is negative"},
+		// MaxIdle zero keeps none, as the proxy's -max-idle 0 does, so a
+		// reuse policy with it would reuse nothing.
+		{"reuse without max idle", Config{Dial: dial, Reuse: ReuseIfClean}, "pool: Config.MaxIdle: 0 keeps no used connection"},
+		{"unknown policy", Config{Dial: dial, MaxIdle: DefaultMaxIdle, Reuse: 9}, "pool: Config.Reuse: unknown policy 9"},
+		{"verified without reset", Config{Dial: dial, MaxIdle: DefaultMaxIdle, Reuse: ReuseIfVerified}, "pool: Config.Reset.Func: required with Reuse ReuseIfVerified"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -59,14 +63,14 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.maxIdle != DefaultMaxIdle || s.dialTimeout != DefaultDialTimeout ||
+	if s.maxIdle != 0 || s.dialTimeout != DefaultDialTimeout ||
 		s.resetTimeout != DefaultResetTimeout || s.quiet != DefaultQuietPeriod {
-		t.Errorf("got maxIdle %d, dialTimeout %v, resetTimeout %v, quiet %v; want the defaults",
+		t.Errorf("got maxIdle %d, dialTimeout %v, resetTimeout %v, quiet %v; want 0 (none) and the defaults",
 			s.maxIdle, s.dialTimeout, s.resetTimeout, s.quiet)
 	}
-	s, _ = (&Config{Addr: "x:1", MaxIdle: -1, QuietPeriod: -1}).validate()
-	if s.maxIdle != 0 || s.quiet > 0 {
-		t.Errorf("negative MaxIdle, QuietPeriod: got %d, %v; want 0 and no wait", s.maxIdle, s.quiet)
+	s, _ = (&Config{Addr: "x:1", QuietPeriod: -1}).validate()
+	if s.quiet > 0 {
+		t.Errorf("negative QuietPeriod: got %v; want no wait", s.quiet)
 	}
 }
 

@@ -42,7 +42,7 @@ func Example() {
 	})
 
 	// A strict request/response protocol: used conns may be reused.
-	p, err := pool.New(pool.Config{Addr: ln.Addr().String(), Reuse: pool.ReuseIfClean})
+	p, err := pool.New(pool.Config{Addr: ln.Addr().String(), MaxIdle: pool.DefaultMaxIdle, Reuse: pool.ReuseIfClean})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -74,10 +74,10 @@ func Example() {
 // would do the first only.
 func ExampleRedisReset() {
 	p, err := pool.New(pool.Config{
-		Addr:   "127.0.0.1:6379",
-		Spares: 4,
-		Reuse:  pool.ReuseIfVerified,
-		Reset:  pool.RedisReset(), // Redis 6.2 or newer
+		Addr:    "127.0.0.1:6379",
+		Spares:  4,
+		MaxIdle: pool.DefaultMaxIdle, Reuse: pool.ReuseIfVerified,
+		Reset: pool.RedisReset(), // Redis 6.2 or newer
 	})
 	if err != nil {
 		log.Fatal(err)

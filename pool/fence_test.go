@@ -149,7 +149,7 @@ func TestFenceEmptyExpect(t *testing.T) {
 func TestFenceAsReset(t *testing.T) {
 	t.Parallel()
 	up := startUpstream(t, redisLike)
-	p := newPool(t, Config{Addr: up.Addr(), Reuse: ReuseIfVerified, Reset: ping, ResetTimeout: 200 * time.Millisecond})
+	p := newPool(t, Config{Addr: up.Addr(), MaxIdle: DefaultMaxIdle, Reuse: ReuseIfVerified, Reset: ping, ResetTimeout: 200 * time.Millisecond})
 
 	l := mustGet(t, p)
 	io.WriteString(l.Conn(), "SLOW\r\n")
@@ -214,7 +214,7 @@ func TestFenceQuietPeriodAtHandOut(t *testing.T) {
 	// length: what arrives inside Settle never reaches a client.
 	reset := ping
 	reset.Settle = 250 * time.Millisecond
-	p := newPool(t, Config{Addr: up.Addr(), Reuse: ReuseIfVerified, Reset: reset})
+	p := newPool(t, Config{Addr: up.Addr(), MaxIdle: DefaultMaxIdle, Reuse: ReuseIfVerified, Reset: reset})
 
 	// First release: a plain fence, kept; Release skips QuietPeriod from
 	// now on, since the fence drains.

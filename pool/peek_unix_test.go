@@ -125,7 +125,7 @@ func TestTLSStaleBytes(t *testing.T) {
 
 	dialer := &tls.Dialer{Config: &tls.Config{InsecureSkipVerify: true}}
 	dial := func(ctx context.Context) (net.Conn, error) { return dialer.DialContext(ctx, "tcp", up.Addr()) }
-	p := newPool(t, Config{Dial: dial, Reuse: ReuseIfClean})
+	p := newPool(t, Config{Dial: dial, MaxIdle: DefaultMaxIdle, Reuse: ReuseIfClean})
 
 	for _, cmd := range []string{"one-record", "two-records"} {
 		l := mustGet(t, p)

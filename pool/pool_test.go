@@ -13,7 +13,7 @@ import (
 func TestReuseMostRecentFirst(t *testing.T) {
 	t.Parallel()
 	up := startUpstream(t, echo)
-	p := newPool(t, Config{Addr: up.Addr(), Reuse: ReuseIfClean})
+	p := newPool(t, Config{Addr: up.Addr(), MaxIdle: DefaultMaxIdle, Reuse: ReuseIfClean})
 
 	a, b := mustGet(t, p), mustGet(t, p)
 	aAddr, bAddr := a.Conn().LocalAddr().String(), b.Conn().LocalAddr().String()
@@ -51,7 +51,7 @@ func TestReuseMostRecentFirst(t *testing.T) {
 func TestDoubleReleaseIsNoop(t *testing.T) {
 	t.Parallel()
 	up := startUpstream(t, echo)
-	p := newPool(t, Config{Addr: up.Addr(), Reuse: ReuseIfClean})
+	p := newPool(t, Config{Addr: up.Addr(), MaxIdle: DefaultMaxIdle, Reuse: ReuseIfClean})
 
 	l := mustGet(t, p)
 	roundTrip(t, l.Conn(), "x")
@@ -79,7 +79,7 @@ func TestDoubleReleaseIsNoop(t *testing.T) {
 func TestReleaseOfStaleCopyIsNoop(t *testing.T) {
 	t.Parallel()
 	up := startUpstream(t, echo)
-	p := newPool(t, Config{Addr: up.Addr(), Reuse: ReuseIfClean})
+	p := newPool(t, Config{Addr: up.Addr(), MaxIdle: DefaultMaxIdle, Reuse: ReuseIfClean})
 
 	first := mustGet(t, p)
 	stale := first // a copy kept by mistake
@@ -111,7 +111,8 @@ func TestReleaseOfStaleCopyIsNoop(t *testing.T) {
 func TestReuseNever(t *testing.T) {
 	t.Parallel()
 	up := startUpstream(t, echo)
-	p := newPool(t, Config{Addr: up.Addr()})
+	// MaxIdle makes room for a fresh conn beyond Spares (none here).
+	p := newPool(t, Config{Addr: up.Addr(), MaxIdle: 1})
 
 	l := mustGet(t, p)
 	roundTrip(t, l.Conn(), "x")
@@ -139,7 +140,7 @@ func TestReuseNever(t *testing.T) {
 func TestNotCleanCloses(t *testing.T) {
 	t.Parallel()
 	up := startUpstream(t, echo)
-	p := newPool(t, Config{Addr: up.Addr(), Reuse: ReuseIfClean})
+	p := newPool(t, Config{Addr: up.Addr(), MaxIdle: DefaultMaxIdle, Reuse: ReuseIfClean})
 	l := mustGet(t, p)
 	roundTrip(t, l.Conn(), "x")
 	if out := l.Release(Verdict{Used: true}); out != ClosedNotClean {
@@ -157,7 +158,7 @@ func TestGreetingReachesFirstClient(t *testing.T) {
 	}
 	for _, spares := range []int{0, 1} {
 		up := startUpstream(t, greeter)
-		p := newPool(t, Config{Addr: up.Addr(), Spares: spares, Reuse: ReuseIfClean})
+		p := newPool(t, Config{Addr: up.Addr(), Spares: spares, MaxIdle: DefaultMaxIdle, Reuse: ReuseIfClean})
 		if spares > 0 {
 			// Let the greeting arrive on the spare before it is handed out.
 			eventually(t, "a spare with its greeting", func() bool {
@@ -192,7 +193,7 @@ func TestGreetingReachesFirstClient(t *testing.T) {
 func TestClose(t *testing.T) {
 	t.Parallel()
 	up := startUpstream(t, echo)
-	p, err := New(Config{Addr: up.Addr(), Reuse: ReuseIfClean, Spares: 1, MaxOpen: 2})
+	p, err := New(Config{Addr: up.Addr(), MaxIdle: DefaultMaxIdle, Reuse: ReuseIfClean, Spares: 1, MaxOpen: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +242,7 @@ func TestClose(t *testing.T) {
 func TestCloseClosesIdleNow(t *testing.T) {
 	t.Parallel()
 	up := startUpstream(t, echo)
-	p, err := New(Config{Addr: up.Addr(), Reuse: ReuseIfClean, Spares: 2})
+	p, err := New(Config{Addr: up.Addr(), MaxIdle: DefaultMaxIdle, Reuse: ReuseIfClean, Spares: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -90,7 +90,7 @@ func TestRedisResetRefused(t *testing.T) {
 	}
 
 	var logs logBuffer
-	p := newPool(t, Config{Addr: srv.Addr, Reuse: ReuseIfVerified, Reset: RedisReset(), Logger: logs.Logger()})
+	p := newPool(t, Config{Addr: srv.Addr, MaxIdle: DefaultMaxIdle, Reuse: ReuseIfVerified, Reset: RedisReset(), Logger: logs.Logger()})
 	for range 3 {
 		l := mustGet(t, p)
 		if got := roundTrip(t, l.Conn(), "PING\r"); got != "+PONG\r" {

@@ -26,7 +26,7 @@ func TestDeadIdleConnsNeverFailAClient(t *testing.T) {
 			io.WriteString(c, line)
 		}
 	})
-	p := newPool(t, Config{Addr: up.Addr(), Reuse: ReuseIfClean, Spares: 2})
+	p := newPool(t, Config{Addr: up.Addr(), MaxIdle: DefaultMaxIdle, Reuse: ReuseIfClean, Spares: 2})
 
 	for round := range 3 {
 		var leases []Lease
@@ -59,7 +59,7 @@ func TestStaleAtRelease(t *testing.T) {
 		}
 		return line
 	}))
-	p := newPool(t, Config{Addr: up.Addr(), Reuse: ReuseIfClean})
+	p := newPool(t, Config{Addr: up.Addr(), MaxIdle: DefaultMaxIdle, Reuse: ReuseIfClean})
 	l := mustGet(t, p)
 	if got := roundTrip(t, l.Conn(), "twice"); got != "one" {
 		t.Fatalf("got %q; want %q", got, "one")
@@ -92,7 +92,7 @@ func TestStaleAtHandOut(t *testing.T) {
 		}
 		return line
 	}))
-	p := newPool(t, Config{Addr: up.Addr(), Reuse: ReuseIfClean})
+	p := newPool(t, Config{Addr: up.Addr(), MaxIdle: DefaultMaxIdle, Reuse: ReuseIfClean})
 
 	l := mustGet(t, p)
 	if got := roundTrip(t, l.Conn(), "push"); got != "ok" {
@@ -132,7 +132,7 @@ func TestDeadAtRelease(t *testing.T) {
 		}
 		return line
 	}))
-	p := newPool(t, Config{Addr: up.Addr(), Reuse: ReuseIfClean})
+	p := newPool(t, Config{Addr: up.Addr(), MaxIdle: DefaultMaxIdle, Reuse: ReuseIfClean})
 	l := mustGet(t, p)
 	if got := roundTrip(t, l.Conn(), "quit"); got != "bye" {
 		t.Fatalf("got %q", got)
@@ -146,7 +146,7 @@ func TestDeadAtRelease(t *testing.T) {
 func TestIdleTimeout(t *testing.T) {
 	t.Parallel()
 	up := startUpstream(t, echo)
-	p := newPool(t, Config{Addr: up.Addr(), Reuse: ReuseIfClean, IdleTimeout: 30 * time.Millisecond})
+	p := newPool(t, Config{Addr: up.Addr(), MaxIdle: DefaultMaxIdle, Reuse: ReuseIfClean, IdleTimeout: 30 * time.Millisecond})
 	l := mustGet(t, p)
 	roundTrip(t, l.Conn(), "x")
 	if out := l.Release(clean); out != KeptUsed {
@@ -168,7 +168,7 @@ func TestIdleTimeout(t *testing.T) {
 func TestMaxLifetimeAtRelease(t *testing.T) {
 	t.Parallel()
 	up := startUpstream(t, echo)
-	p := newPool(t, Config{Addr: up.Addr(), Reuse: ReuseIfClean, MaxLifetime: 50 * time.Millisecond})
+	p := newPool(t, Config{Addr: up.Addr(), MaxIdle: DefaultMaxIdle, Reuse: ReuseIfClean, MaxLifetime: 50 * time.Millisecond})
 	l := mustGet(t, p)
 	roundTrip(t, l.Conn(), "x")
 	time.Sleep(100 * time.Millisecond)
@@ -209,7 +209,7 @@ func TestResetFailureCloses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := newPool(t, Config{Addr: up.Addr(), Reuse: ReuseIfVerified, Reset: Reset{Func: tt.reset},
+			p := newPool(t, Config{Addr: up.Addr(), MaxIdle: DefaultMaxIdle, Reuse: ReuseIfVerified, Reset: Reset{Func: tt.reset},
 				ResetTimeout: 50 * time.Millisecond})
 			l := mustGet(t, p)
 			roundTrip(t, l.Conn(), "x")
@@ -238,7 +238,7 @@ func TestResetRunsAndClearsDeadlines(t *testing.T) {
 		c.SetDeadline(time.Unix(1, 0)) // left behind, already past
 		return nil
 	}
-	p := newPool(t, Config{Addr: up.Addr(), Reuse: ReuseIfVerified, Reset: Reset{Func: reset}})
+	p := newPool(t, Config{Addr: up.Addr(), MaxIdle: DefaultMaxIdle, Reuse: ReuseIfVerified, Reset: Reset{Func: reset}})
 	l := mustGet(t, p)
 	roundTrip(t, l.Conn(), "x")
 	if out := l.Release(clean); out != KeptUsed {

@@ -291,7 +291,7 @@ func TestSparesRespectMaxOpen(t *testing.T) {
 func TestUntouchedKeepsIdleAge(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		d := &pipeDialer{}
-		p := newPipePool(t, d, Config{IdleTimeout: time.Second})
+		p := newPipePool(t, d, Config{IdleTimeout: time.Second, MaxIdle: 1})
 		l, err := p.Get(context.Background())
 		if err != nil {
 			t.Fatal(err)

@@ -19,7 +19,7 @@ func TestMaxOpenFIFO(t *testing.T) {
 		t.Run(policy.String(), func(t *testing.T) {
 			t.Parallel()
 			up := startUpstream(t, echo)
-			p := newPool(t, Config{Addr: up.Addr(), Reuse: policy, MaxOpen: 1})
+			p := newPool(t, Config{Addr: up.Addr(), MaxIdle: DefaultMaxIdle, Reuse: policy, MaxOpen: 1})
 			holder := mustGet(t, p)
 
 			var (
@@ -84,7 +84,7 @@ func TestMaxOpenFIFO(t *testing.T) {
 func TestWaitTimeout(t *testing.T) {
 	t.Parallel()
 	up := startUpstream(t, echo)
-	p := newPool(t, Config{Addr: up.Addr(), MaxOpen: 1})
+	p := newPool(t, Config{Addr: up.Addr(), MaxOpen: 1, MaxIdle: 1})
 	holder := mustGet(t, p)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
@@ -118,12 +118,13 @@ func gatedDial(addr string) (dial func(context.Context) (net.Conn, error), relea
 }
 
 // A dial runs under its own timeout: a conn that lands after its caller
-// gave up is kept as a spare, not wasted.
+// gave up is kept as a spare, not wasted, while max(Spares, MaxIdle)
+// leaves room.
 func TestDialOutlivesCaller(t *testing.T) {
 	t.Parallel()
 	up := startUpstream(t, echo)
 	dial, release := gatedDial(up.Addr())
-	p := newPool(t, Config{Dial: dial})
+	p := newPool(t, Config{Dial: dial, MaxIdle: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	if _, err := p.Get(ctx); !errors.Is(err, context.DeadlineExceeded) {

@@ -270,9 +270,6 @@ func (c *config) poolConfig(upstream string, log *slog.Logger) pool.Config {
 		Reuse:       c.reuse,
 		Logger:      log,
 	}
-	if pc.MaxIdle == 0 {
-		pc.MaxIdle = -1 // the flag's 0 means none; the pool's 0 means its default
-	}
 	if c.reuse == pool.ReuseIfVerified {
 		pc.Reset = c.reset()
 	}

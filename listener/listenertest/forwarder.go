@@ -201,7 +201,7 @@ func start(tb TB, upstream string, opts []Option) (*Forwarder, error) {
 	}
 	f.dialf.Store(&dialFaults{changed: make(chan struct{})})
 
-	pcfg := pool.Config{Network: "tcp", Addr: upstream}
+	pcfg := pool.Config{Network: "tcp", Addr: upstream, MaxIdle: pool.DefaultMaxIdle}
 	for _, fn := range o.poolFns {
 		fn(&pcfg)
 	}
