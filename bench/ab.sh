@@ -4,7 +4,9 @@
 # the new build did better. On a small noisy machine this is the way to
 # see a change of a few percent: both builds run in the same minutes, and
 # the order within a pair alternates (base first, then new first), because
-# the first of a pair tends to win whichever build it is.
+# the first of a pair tends to win whichever build it is. With
+# --base-reuse and --new-reuse it compares two reuse configurations the
+# same way (of one build, with --base and --new the same revision).
 #
 # Everything listens on and dials 127.0.0.1 only; every process started
 # here is bounded in time and killed on exit. See bench/README.md.
@@ -21,7 +23,10 @@ usage: bash bench/ab.sh [flags]
   --conns N        churn workers, rr conns, streams or idle sessions
                    (default: 16, 32, 16, 3000)
   --dir D          throughput direction: c2u (default) or u2c
-  --reuse R        never (default, with -spares 16) or verified (a fence)
+  --reuse R        never (default, with -spares 16), verified (the fence
+                   PING/+PONG) or redis (-protocol redis: the Redis reset)
+  --base-reuse R   --reuse for the base build only (default: --reuse)
+  --new-reuse R    --reuse for the new build only (default: --reuse)
   --tls            churn against the TLS upstream (the proxy originates TLS,
                    with -upstream-tls-curves X25519, as bench/run.sh)
   --pairs N        pairs of runs (default 6); an even count lets each
@@ -33,7 +38,7 @@ usage: bash bench/ab.sh [flags]
 EOF
 }
 
-base=HEAD new="" mode=churn conns="" dir=c2u reuse=never tls=0 pairs=6
+base=HEAD new="" mode=churn conns="" dir=c2u reuse=never base_reuse="" new_reuse="" tls=0 pairs=6
 warmup=1s duration=4s out=""
 while (($#)); do
 	case $1 in
@@ -43,6 +48,8 @@ while (($#)); do
 	--conns) conns=$2; shift ;;
 	--dir) dir=$2; shift ;;
 	--reuse) reuse=$2; shift ;;
+	--base-reuse) base_reuse=$2; shift ;;
+	--new-reuse) new_reuse=$2; shift ;;
 	--tls) tls=1 ;;
 	--pairs) pairs=$2; shift ;;
 	--warmup) warmup=$2; shift ;;
@@ -60,7 +67,10 @@ throughput) : "${conns:=16}" ;;
 idle) : "${conns:=3000}" ;;
 *) echo "ab.sh: --mode: want churn, rr, throughput or idle, not $mode" >&2; exit 2 ;;
 esac
-case $reuse in never | verified) ;; *) echo "ab.sh: --reuse: want never or verified, not $reuse" >&2; exit 2 ;; esac
+: "${base_reuse:=$reuse}" "${new_reuse:=$reuse}"
+for r in "$reuse" "$base_reuse" "$new_reuse"; do
+	case $r in never | verified | redis) ;; *) echo "ab.sh: --reuse, --base-reuse, --new-reuse: want never, verified or redis, not $r" >&2; exit 2 ;; esac
+done
 case $dir in c2u | u2c) ;; *) echo "ab.sh: --dir: want c2u or u2c, not $dir" >&2; exit 2 ;; esac
 if ((tls)) && [[ $mode != churn ]]; then
 	echo "ab.sh: --tls goes with --mode churn" >&2
@@ -125,21 +135,30 @@ esac
 if ((tls)); then up=$TLSECHO server=tlsecho; fi
 load_args+=(-server "$server")
 
-proxy_args=(-upstream "$up" -log-level warn)
-if [[ $reuse == verified ]]; then
-	proxy_args+=(-reuse verified -fence-send 'PING\r\n' -fence-expect '+PONG\r\n')
-else
-	proxy_args+=(-reuse never -spares 16)
-fi
-((tls)) && proxy_args+=(-upstream-tls -upstream-tls-ca "$CA_FILE" -upstream-tls-curves X25519)
+# proxy_args R: sets args to the proxy's flags for reuse R.
+proxy_args() {
+	args=(-upstream "$up" -log-level warn)
+	case $1 in
+	verified) args+=(-reuse verified -fence-send 'PING\r\n' -fence-expect '+PONG\r\n') ;;
+	redis) args+=(-protocol redis) ;; # implies -reuse verified
+	never) args+=(-reuse never -spares 16) ;;
+	esac
+	((tls)) && args+=(-upstream-tls -upstream-tls-ca "$CA_FILE" -upstream-tls-curves X25519)
+	return 0
+}
+proxy_args "$base_reuse"
+base_args=("${args[@]}")
+proxy_args "$new_reuse"
+new_args=("${args[@]}")
 
 jsonl=$tmp/ab.jsonl
 : >"$jsonl"
 # measure NAME PAIR: one run of build NAME, labelled with the pair's number.
 measure() {
-	local name=$1 pair=$2 port
+	local name=$1 pair=$2 port args
+	if [[ $name == base ]]; then args=("${base_args[@]}"); else args=("${new_args[@]}"); fi
 	port=$("$tmp/bench" freeport)
-	if ! start_wrapped "$life" "$tmp/$name.log" "$port" "$tmp/$name" -listen "127.0.0.1:$port" "${proxy_args[@]}"; then
+	if ! start_wrapped "$life" "$tmp/$name.log" "$port" "$tmp/$name" -listen "127.0.0.1:$port" "${args[@]}"; then
 		cat "$tmp/$name.log" >&2
 		echo "ab.sh: $name did not start" >&2
 		exit 1
@@ -153,7 +172,11 @@ measure() {
 	stop_proxy
 }
 
-log "$pairs pair(s) of $mode (${load_args[*]}), reuse $reuse"
+if [[ $base_reuse == "$new_reuse" ]]; then
+	log "$pairs pair(s) of $mode (${load_args[*]}), reuse $reuse"
+else
+	log "$pairs pair(s) of $mode (${load_args[*]}), reuse: base $base_reuse, new $new_reuse"
+fi
 for pair in $(seq "$pairs"); do
 	if ((pair % 2)); then
 		measure base "$pair"

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relaykit/relay/pool"
 	"go.uber.org/goleak"
 )
 
@@ -202,6 +203,55 @@ func TestEchoFence(t *testing.T) {
 	}
 	if f := u.Stats().Servers[kindEcho].Fences; f != 2 {
 		t.Errorf("fences: got %d; want 2", f)
+	}
+}
+
+// TestEchoRedisReset sends the echo server pool.RedisReset's write (and
+// near misses, which are echoed) on one conn.
+func TestEchoRedisReset(t *testing.T) {
+	u := startTestUpstreams(t)
+	c, err := net.Dial("tcp", u.Addr(kindEcho))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	tok := strings.Repeat("0123456789abcdef", 2)
+	reset := "ECHO " + tok + "1\r\nRESET\r\nECHO " + tok + "2\r\n"
+	want := "$33\r\n" + tok + "1\r\n+RESET\r\n$33\r\n" + tok + "2\r\n"
+	for _, tt := range []struct{ send, want string }{
+		{reset, want},
+		{"ECHO a\r\nRESET\r\nECHO bc\r\n", "$1\r\na\r\n+RESET\r\n$2\r\nbc\r\n"},
+		{"ECHO a\r\nRESET\r\nECHO b\r\nx", "ECHO a\r\nRESET\r\nECHO b\r\nx"},   // more after it
+		{"ECHO a b\r\nRESET\r\nECHO c\r\n", "ECHO a b\r\nRESET\r\nECHO c\r\n"}, // two arguments
+		{"ECHO \r\nRESET\r\nECHO cd\r\n", "ECHO \r\nRESET\r\nECHO cd\r\n"},     // empty argument
+		{"ECHO a\r\nPING\r\nECHO b\r\n", "ECHO a\r\nPING\r\nECHO b\r\n"},       // not RESET
+		{"PING\r\n", "+PONG\r\n"},
+		{reset, want},
+	} {
+		if _, err := io.WriteString(c, tt.send); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(tt.want))
+		if _, err := io.ReadFull(c, got); err != nil {
+			t.Fatalf("reply to %q: %v", tt.send, err)
+		}
+		if string(got) != tt.want {
+			t.Errorf("reply to %q: got %q; want %q", tt.send, got, tt.want)
+		}
+	}
+	// pool.RedisReset itself, on the same conn: it passes only when the
+	// reply is the one Redis would give.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for range 2 {
+		if err := pool.RedisReset().Func(ctx, c); err != nil {
+			t.Fatalf("pool.RedisReset: %v", err)
+		}
+	}
+	st := u.Stats().Servers[kindEcho]
+	if st.RedisResets != 5 || st.Fences != 1 || st.Resets != 0 {
+		t.Errorf("redis resets, fences, resets: got %d, %d, %d; want 5, 1, 0", st.RedisResets, st.Fences, st.Resets)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,21 @@ import (
 const (
 	fencePing = "PING\r\n"
 	fencePong = "+PONG\r\n"
+)
+
+// The Redis reset the echo servers understand, in the same spirit: a read
+// that is exactly pool.RedisReset's write,
+//
+//	ECHO <a>\r\nRESET\r\nECHO <b>\r\n
+//
+// with a and b non-empty and free of spaces and line ends, is answered as
+// Redis would: $len(a) a, +RESET, $len(b) b. Load payloads never start
+// with "ECHO ".
+const (
+	redisEcho      = "ECHO "
+	redisResetSep  = "\r\nRESET\r\nECHO "
+	redisResetMin  = len(redisEcho) + 1 + len(redisResetSep) + 1 + len("\r\n")
+	redisResetResp = "+RESET\r\n"
 )
 
 // Server kinds, as named on the command line and in ServerStats.
@@ -51,6 +67,10 @@ type ServerStats struct {
 	BytesOut int64 `json:"bytes_out"`
 	// Fences counts PING lines answered with +PONG (echo servers only).
 	Fences int64 `json:"fences"`
+	// RedisResets counts Redis resets (ECHO, RESET, ECHO in one read)
+	// answered as Redis would (echo servers only). Not to be confused
+	// with Resets below.
+	RedisResets int64 `json:"redis_resets"`
 	// Resets counts connections that ended with a reset or broken pipe
 	// (normal for source when a client goes away); Errors counts every
 	// other failure except EOF, including failed TLS handshakes.
@@ -74,7 +94,7 @@ type UpstreamStats struct {
 
 // counters are one server's live counters.
 type counters struct {
-	accepts, open, bytesIn, bytesOut, fences, resets, errors, handshakes, resumed, mlkem atomic.Int64
+	accepts, open, bytesIn, bytesOut, fences, redisResets, resets, errors, handshakes, resumed, mlkem atomic.Int64
 }
 
 // server is one upstream listener with its handler. Close closes the
@@ -174,18 +194,19 @@ func (s *server) Close() error {
 
 func (s *server) stats() ServerStats {
 	return ServerStats{
-		Kind:       s.kind,
-		Addr:       s.ln.Addr().String(),
-		Accepts:    s.ctr.accepts.Load(),
-		Open:       s.ctr.open.Load(),
-		BytesIn:    s.ctr.bytesIn.Load(),
-		BytesOut:   s.ctr.bytesOut.Load(),
-		Fences:     s.ctr.fences.Load(),
-		Resets:     s.ctr.resets.Load(),
-		Errors:     s.ctr.errors.Load(),
-		Handshakes: s.ctr.handshakes.Load(),
-		Resumed:    s.ctr.resumed.Load(),
-		MLKEM:      s.ctr.mlkem.Load(),
+		Kind:        s.kind,
+		Addr:        s.ln.Addr().String(),
+		Accepts:     s.ctr.accepts.Load(),
+		Open:        s.ctr.open.Load(),
+		BytesIn:     s.ctr.bytesIn.Load(),
+		BytesOut:    s.ctr.bytesOut.Load(),
+		Fences:      s.ctr.fences.Load(),
+		RedisResets: s.ctr.redisResets.Load(),
+		Resets:      s.ctr.resets.Load(),
+		Errors:      s.ctr.errors.Load(),
+		Handshakes:  s.ctr.handshakes.Load(),
+		Resumed:     s.ctr.resumed.Load(),
+		MLKEM:       s.ctr.mlkem.Load(),
 	}
 }
 
@@ -220,10 +241,12 @@ func handleSource(c net.Conn, ctr *counters) error {
 }
 
 // handleEcho writes back what it reads, except that a read of exactly
-// "PING\r\n" is answered with "+PONG\r\n" (a Redis-like fence).
+// "PING\r\n" is answered with "+PONG\r\n" (a Redis-like fence), and a
+// read of exactly a Redis reset (see redisEcho) as Redis would answer it.
 func handleEcho(c net.Conn, ctr *counters) error {
 	buf := make([]byte, 64<<10)
 	pong := []byte(fencePong)
+	var reply []byte // the Redis reset's reply, reused
 	for {
 		n, err := c.Read(buf)
 		if n > 0 {
@@ -232,6 +255,12 @@ func handleEcho(c net.Conn, ctr *counters) error {
 			if n == len(fencePing) && string(out) == fencePing {
 				ctr.fences.Add(1)
 				out = pong
+			} else if n >= redisResetMin && buf[0] == redisEcho[0] {
+				var ok bool
+				if reply, ok = appendRedisReset(reply[:0], out); ok {
+					ctr.redisResets.Add(1)
+					out = reply
+				}
 			}
 			w, werr := c.Write(out)
 			ctr.bytesOut.Add(int64(w))
@@ -243,6 +272,36 @@ func handleEcho(c net.Conn, ctr *counters) error {
 			return err
 		}
 	}
+}
+
+// appendRedisReset appends to dst the reply to in when in is exactly a
+// Redis reset (see redisEcho), and reports whether it was.
+func appendRedisReset(dst, in []byte) ([]byte, bool) {
+	rest, ok := bytes.CutPrefix(in, []byte(redisEcho))
+	if !ok {
+		return dst, false
+	}
+	a, rest, ok := bytes.Cut(rest, []byte(redisResetSep))
+	if !ok {
+		return dst, false
+	}
+	b, ok := bytes.CutSuffix(rest, []byte("\r\n"))
+	if !ok || !redisArg(a) || !redisArg(b) {
+		return dst, false
+	}
+	dst = appendBulk(dst, a)
+	dst = append(dst, redisResetResp...)
+	return appendBulk(dst, b), true
+}
+
+// redisArg reports whether b is one non-empty inline argument.
+func redisArg(b []byte) bool { return len(b) > 0 && !bytes.ContainsAny(b, " \r\n") }
+
+// appendBulk appends b as a RESP bulk string.
+func appendBulk(dst, b []byte) []byte {
+	dst = strconv.AppendInt(append(dst, '$'), int64(len(b)), 10)
+	dst = append(append(append(dst, "\r\n"...), b...), "\r\n"...)
+	return dst
 }
 
 // tlsEchoHandler completes a TLS handshake (bounded), counts it, then
@@ -385,8 +444,10 @@ func runUpstream(ctx context.Context, args []string, stdout, stderr io.Writer) e
 Runs four servers on 127.0.0.1 (kernel-chosen ports):
   sink     reads and discards, counting bytes
   source   writes a deterministic stream from offset 0 until the peer goes
-  echo     echoes; a read of exactly "PING\r\n" is answered "+PONG\r\n"
-  tlsecho  echo (same fence) behind TLS with a generated ECDSA P-256 cert
+  echo     echoes; a read of exactly "PING\r\n" is answered "+PONG\r\n", and
+           one of exactly "ECHO <a>\r\nRESET\r\nECHO <b>\r\n" (a Redis reset)
+           "$len(a)\r\n<a>\r\n+RESET\r\n$len(b)\r\n<b>\r\n"
+  tlsecho  echo (same fence and reset) behind TLS with a generated ECDSA P-256 cert
 and a control port serving their counters as JSON at /stats.
 
 `)
