@@ -157,8 +157,9 @@ func TestIsolationWithReuse(t *testing.T) {
 }
 
 // TestIsolationFailsWithoutRules proves the isolation test can fail: with
-// the verdict forced to clean, no drain and no quiet period (the naive
-// pool DESIGN.md warns of), replies reach the wrong clients.
+// the verdict forced to clean, no drain and no quiet period (a naive
+// pool, as the package doc of pool describes), replies reach the wrong
+// clients.
 func TestIsolationFailsWithoutRules(t *testing.T) {
 	up := startServer(t, reqServer(3*time.Millisecond, 7))
 	rulesOff := func(l *ProxyListener) {
