@@ -94,18 +94,19 @@ func sizedPair(t *testing.T) (end, join *net.TCPConn) {
 }
 
 // lastSession is a Join over sized pairs; clientRaw and upstreamRaw are
-// the TCP conns under the test's ends.
+// the TCP conns under the test's ends, joinClientRaw the one under
+// joinClient.
 type lastSession struct {
 	*testSession
-	clientRaw, upstreamRaw *net.TCPConn
+	clientRaw, upstreamRaw, joinClientRaw *net.TCPConn
 }
 
 func startLast(t *testing.T, k lastKind, opt Options) *lastSession {
 	t.Helper()
 	s := &lastSession{testSession: &testSession{done: make(chan Result, 1)}}
+	s.clientRaw, s.joinClientRaw = sizedPair(t)
+	s.clientEnd, s.joinClient = k.wrap(t, s.clientRaw, s.joinClientRaw)
 	var joinRaw net.Conn
-	s.clientRaw, joinRaw = sizedPair(t)
-	s.clientEnd, s.joinClient = k.wrap(t, s.clientRaw, joinRaw)
 	s.upstreamRaw, joinRaw = sizedPair(t)
 	s.upstreamEnd, s.joinUpstream = k.wrap(t, s.upstreamRaw, joinRaw)
 	s.bound(30 * time.Second)
@@ -178,15 +179,50 @@ func waitSent(t *testing.T, c *net.TCPConn) {
 	}
 }
 
+// waitReset waits until the reset that c's peer sent has reached c: its
+// state is CLOSE, and a write to it fails.
+func waitReset(t *testing.T, c *net.TCPConn) {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var info *unix.TCPInfo
+		var ierr error
+		if err := rc.Control(func(fd uintptr) { info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil || ierr != nil {
+			t.Fatalf("TCP_INFO: %v %v", err, ierr)
+		}
+		if info.State == unix.BPF_TCP_CLOSE {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("TCP state %d; want CLOSE", info.State)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // closeAfterJoin waits for Join's result on a goroutine of its own, then
 // passes a FIN on to c, as the listener's lingering close does (a plain
 // Close with unread input would send a reset and lose what c has not
-// sent yet), and closes c only if that fails.
+// sent yet), and closes c only if that fails or is of no use.
 func closeAfterJoin(t *testing.T, s *lastSession, c net.Conn) <-chan Result {
 	ch := make(chan Result, 1)
 	go func() {
 		r := s.wait(t)
-		if err := c.(closeWriter).CloseWrite(); err != nil {
+		cut := r.Up.WriteCut // toward the upstream
+		if c == s.joinClient {
+			cut = r.Down.WriteCut
+		}
+		if cut {
+			// A write toward c was cut: the message cannot arrive
+			// whole, and c may be left mid-message (mid-record, for
+			// TLS, so that a close_notify would never be read): close
+			// it outright.
+			c.Close()
+		} else if err := c.(closeWriter).CloseWrite(); err != nil {
 			c.Close()
 		}
 		ch <- r
@@ -214,25 +250,48 @@ func TestLastReplyArrives(t *testing.T) {
 					how = "rst"
 				}
 				t.Run(fmt.Sprintf("%s/%s/reuse=%v", k.name, how, reuse), func(t *testing.T) {
-					arrived := 0
+					var c roundCount
 					for range lastRounds {
-						if lastReplyRound(t, k, rst, reuse, ended, msg) {
-							arrived++
-						}
-						if t.Failed() {
-							break
-						}
+						c.add(lastReplyRound(t, k, rst, reuse, ended, msg))
 					}
-					if arrived != lastRounds {
-						t.Errorf("the last reply arrived in %d of %d rounds; want all", arrived, lastRounds)
-					}
+					c.check(t, "reply")
 				})
 			}
 		}
 	}
 }
 
-func lastReplyRound(t *testing.T, k lastKind, rst, reuse bool, ended <-chan Side, msg string) bool {
+// roundCount counts the rounds in which the last message arrived, and
+// those whose Result was not as wanted (with the first such complaint).
+type roundCount struct {
+	rounds, arrived, bad int
+	first                string
+}
+
+func (c *roundCount) add(arrived bool, bad string) {
+	c.rounds++
+	if arrived {
+		c.arrived++
+	}
+	if bad != "" {
+		if c.bad == 0 {
+			c.first = bad
+		}
+		c.bad++
+	}
+}
+
+func (c *roundCount) check(t *testing.T, what string) {
+	t.Helper()
+	if c.arrived != c.rounds {
+		t.Errorf("the last %s arrived in %d of %d rounds; want all", what, c.arrived, c.rounds)
+	}
+	if c.bad != 0 {
+		t.Errorf("in %d of %d rounds: %s", c.bad, c.rounds, c.first)
+	}
+}
+
+func lastReplyRound(t *testing.T, k lastKind, rst, reuse bool, ended <-chan Side, msg string) (arrived bool, bad string) {
 	drainSides(ended)
 	s := startLast(t, k, Options{Reuse: reuse})
 	f := startFlood(s.clientEnd)
@@ -255,15 +314,15 @@ func lastReplyRound(t *testing.T, k lastKind, rst, reuse bool, ended <-chan Side
 	res := closeAfterJoin(t, s, s.joinClient)
 	got, _ := readAll(s.clientEnd)
 	r := <-res
-	if r.Up.End != EndError || r.Err == nil || r.UpstreamClean() {
-		t.Errorf("up %v, Err %v, clean %v; want error, the failed write, false", r.Up.End, r.Err, r.UpstreamClean())
-	}
+	switch {
+	case r.Up.End != EndError || r.Err == nil || r.UpstreamClean():
+		bad = fmt.Sprintf("up %v, Err %v, clean %v; want error, the failed write, false", r.Up.End, r.Err, r.UpstreamClean())
 	// After a reset the reply direction reads the error, or, when the
 	// failed write already took it from the socket, an EOF.
-	if (r.Down.End != EndEOF && r.Down.End != EndError) || r.Down.Stranded != 0 {
-		t.Errorf("down %v, %d stranded; want eof or error, 0", r.Down.End, r.Down.Stranded)
+	case (r.Down.End != EndEOF && r.Down.End != EndError) || r.Down.Stranded != 0:
+		bad = fmt.Sprintf("down %v, %d stranded; want eof or error, 0", r.Down.End, r.Down.Stranded)
 	}
-	return got == msg
+	return got == msg, bad
 }
 
 // TestLastRequestArrives is TestLastReplyArrives the other way round: a
@@ -279,30 +338,24 @@ func TestLastRequestArrives(t *testing.T) {
 	for _, k := range lastKinds {
 		for _, reuse := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/reuse=%v", k.name, reuse), func(t *testing.T) {
-				arrived := 0
+				var c roundCount
 				for range lastRounds {
-					if lastRequestRound(t, k, reuse, ended, msg) {
-						arrived++
-					}
-					if t.Failed() {
-						break
-					}
+					c.add(lastRequestRound(t, k, reuse, ended, msg))
 				}
-				if arrived != lastRounds {
-					t.Errorf("the last request arrived in %d of %d rounds; want all", arrived, lastRounds)
-				}
+				c.check(t, "request")
 			})
 		}
 	}
 }
 
-func lastRequestRound(t *testing.T, k lastKind, reuse bool, ended <-chan Side, msg string) bool {
+func lastRequestRound(t *testing.T, k lastKind, reuse bool, ended <-chan Side, msg string) (arrived bool, bad string) {
 	drainSides(ended)
 	s := startLast(t, k, Options{Reuse: reuse})
 	write(t, s.clientEnd, msg)
 	waitSent(t, s.clientRaw)
 	s.clientRaw.SetLinger(0)
 	s.clientRaw.Close()
+	waitReset(t, s.joinClientRaw)
 	// A reply byte makes the copy toward the client write, and fail.
 	write(t, s.upstreamEnd, "x")
 	waitWriteEnded(t, ended, Client)
@@ -311,11 +364,11 @@ func lastRequestRound(t *testing.T, k lastKind, reuse bool, ended <-chan Side, m
 	var got bytes.Buffer
 	got.ReadFrom(s.upstreamEnd)
 	r := <-res
-	if r.Down.End != EndError || r.Err == nil || r.UpstreamClean() {
-		t.Errorf("down %v, Err %v, clean %v; want error, the failed write, false", r.Down.End, r.Err, r.UpstreamClean())
+	switch {
+	case r.Down.End != EndError || r.Err == nil || r.UpstreamClean():
+		bad = fmt.Sprintf("down %v, Err %v, clean %v; want error, the failed write, false", r.Down.End, r.Err, r.UpstreamClean())
+	case r.Up.Stranded != 0:
+		bad = fmt.Sprintf("up: %d stranded; want 0", r.Up.Stranded)
 	}
-	if r.Up.Stranded != 0 {
-		t.Errorf("up: %d stranded; want 0", r.Up.Stranded)
-	}
-	return got.String() == msg
+	return got.String() == msg, bad
 }
