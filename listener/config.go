@@ -67,6 +67,9 @@ type Config struct {
 	// OnSessionEnd, when set, is called once per accepted connection after
 	// its upstream was released (or after getting one failed), on the
 	// session's goroutine. It must not block for long: shutdown waits for it.
+	// A client that may still have been sending is then in its lingering
+	// close (PhaseLinger): it has had its FIN and is closed within
+	// LingerTimeout.
 	OnSessionEnd func(SessionInfo)
 }
 

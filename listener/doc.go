@@ -6,7 +6,12 @@
 // upstream connection from a pool.Pool, and copies bytes both ways with
 // splice.Join until one side ends. It then closes the client and gives
 // the upstream back to the pool with the session's verdict; the pool keeps
-// it only when it is safe for the next client.
+// it only when it is safe for the next client. A client that may still be
+// sending (its upstream answered and went away, say) is not closed
+// outright, which would make its kernel send a reset that can destroy
+// the last reply before the client read it: it gets a FIN, and what it
+// still sends is read and discarded until it closes too or LingerTimeout
+// passes, after the upstream's release.
 //
 //	ln, err := net.Listen("tcp", "127.0.0.1:7070")
 //	if err != nil { ... }

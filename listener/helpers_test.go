@@ -46,13 +46,19 @@ func startProxy(tb testing.TB, pcfg pool.Config, cfg Config, tweaks ...func(*Pro
 // tweaks run before Serve starts.
 func startProxyServe(tb testing.TB, pcfg pool.Config, cfg Config, tweaks ...func(*ProxyListener)) (*ProxyListener, <-chan error) {
 	tb.Helper()
-	p, err := pool.New(pcfg)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return startProxyOn(tb, ln, pcfg, cfg, tweaks...)
+}
+
+// startProxyOn is startProxyServe on a listener of the test's own.
+func startProxyOn(tb testing.TB, ln net.Listener, pcfg pool.Config, cfg Config, tweaks ...func(*ProxyListener)) (*ProxyListener, <-chan error) {
+	tb.Helper()
+	p, err := pool.New(pcfg)
 	if err != nil {
-		p.Close()
+		ln.Close()
 		tb.Fatal(err)
 	}
 	l, err := New(ln, p, cfg)

@@ -30,6 +30,9 @@ type ProxyListener struct {
 	// the real rules (verdictOf); tests replace it to prove those rules
 	// are what keeps clients apart.
 	verdict func(*splice.Result) pool.Verdict
+	// linger bounds a client's lingering close (see shutClient):
+	// LingerTimeout; tests change it.
+	linger time.Duration
 
 	// sem holds one token per running session when MaxSessions > 0.
 	sem chan struct{}
@@ -75,6 +78,7 @@ func New(ln net.Listener, p *pool.Pool, cfg Config) (*ProxyListener, error) {
 		log:      logger{cfg.logger()},
 		done:     make(chan struct{}),
 		sessions: make(map[*session]struct{}),
+		linger:   LingerTimeout,
 		opts: splice.Options{
 			IdleTimeout:   cfg.SessionIdleTimeout,
 			DrainTimeout:  cfg.drainTimeout(p.Policy()),

@@ -3,6 +3,7 @@ package listener
 import (
 	"cmp"
 	"context"
+	"io"
 	"net"
 	"slices"
 	"sync/atomic"
@@ -42,6 +43,10 @@ const (
 	PhaseCopy
 	// PhaseRelease: handing the upstream back to the pool.
 	PhaseRelease
+	// PhaseLinger: the upstream is released; a client that may still be
+	// sending has had its FIN and is read (and what it sends discarded)
+	// for at most LingerTimeout before it is closed.
+	PhaseLinger
 )
 
 // String returns the phase's name as logs show it.
@@ -55,6 +60,8 @@ func (p Phase) String() string {
 		return "copy"
 	case PhaseRelease:
 		return "release"
+	case PhaseLinger:
+		return "linger"
 	default:
 		return "unknown"
 	}
@@ -165,8 +172,10 @@ func (l *ProxyListener) endFailed(s *session, err error) {
 	l.endSession(&info)
 }
 
-// endCopied ends a session after its copy: it closes the client, releases
-// the upstream with the verdict, then records, logs and reports.
+// endCopied ends a session after its copy: it closes the client (or, when
+// the client may still be sending, half-closes it: see shutClient),
+// releases the upstream with the verdict, records, logs and reports, and
+// then finishes a lingering close of the client.
 //
 // Release (and a Reset hook such as a fence, under it) runs deepest on
 // this goroutine's stack, so endCopied's frame stays small. The
@@ -182,14 +191,86 @@ func (l *ProxyListener) endCopied(s *session) {
 	s.lease = pool.Lease{}
 	clientAddr := s.client.RemoteAddr() // before Close: a wrapper may forget it
 	// The client goes first: it must not wait for the pool's checks.
-	s.client.Close()
+	linger := l.shutClient(s.client, &s.res)
 	s.phase.Store(uint32(PhaseRelease))
 	outcome := lease.Release(l.verdictOf(&s.res))
+	if linger {
+		s.phase.Store(uint32(PhaseLinger))
+	}
 	l.stats.record(&s.res)
 	if logs := l.log.logsEnded(s.res.Err); logs || l.cfg.OnSessionEnd != nil {
 		l.reportCopied(s, clientAddr, lease.Source(), outcome, logs)
 	}
+	if linger {
+		l.lingerClose(s.client)
+	}
 }
+
+// LingerTimeout bounds the lingering close of a client that may still be
+// sending when its session ends: how long its input is read and
+// discarded after its FIN, before it is closed.
+const LingerTimeout = 500 * time.Millisecond
+
+// closeWriter is a conn that can send a FIN while it still reads.
+type closeWriter interface {
+	CloseWrite() error
+}
+
+// shutClient starts closing the client after its copy, and reports
+// whether lingerClose must finish the job.
+//
+// A client may still be sending when the copy stopped reading it before
+// its FIN: the upstream answered and went away, say. Closing it with
+// input unread would make the kernel send a reset instead of a FIN, and
+// a reset can destroy what was just delivered to the client (the last
+// reply) before the client read it: the bytes still queued here are
+// dropped, and some clients' kernels drop what they received but their
+// program has not read yet. Such a client is only half-closed here (its
+// FIN follows the bytes delivered), with a read deadline l.linger from
+// now; the close waits for lingerClose, after Release, so the upstream
+// never waits for it. Any other client, and one that cannot half-close,
+// is closed at once. (For a TLS client, CloseWrite sends close_notify, as
+// Close does; crypto/tls bounds that write.)
+func (l *ProxyListener) shutClient(c net.Conn, r *splice.Result) bool {
+	if l.linger > 0 && mayStillSend(r) {
+		if cw, ok := c.(closeWriter); ok && cw.CloseWrite() == nil &&
+			c.SetReadDeadline(time.Now().Add(l.linger)) == nil {
+			return true
+		}
+	}
+	c.Close()
+	return false
+}
+
+// mayStillSend reports whether the copy stopped reading the client before
+// its FIN, other than by the idle limit (it was not sending) or ctx (Close
+// wants it gone now): a failed write or read on the upstream's side. When
+// the error was the client's own (a reset), its CloseWrite fails and
+// shutClient closes it at once.
+func mayStillSend(r *splice.Result) bool {
+	switch r.Up.End {
+	case splice.EndEOF, splice.EndIdle, splice.EndCanceled:
+		return false
+	}
+	return true
+}
+
+// lingerClose finishes a lingering close begun by shutClient: it reads
+// and discards what the client still sends until the client's FIN or
+// reset, the read deadline shutClient set, or Close (or Shutdown's ctx
+// ending), and then closes it. A client that sends forever is closed when
+// the deadline passes.
+//
+//go:noinline
+func (l *ProxyListener) lingerClose(c net.Conn) {
+	stop := context.AfterFunc(l.hardCtx, func() { c.SetReadDeadline(aLongTimeAgo) })
+	io.Copy(io.Discard, c)
+	stop()
+	c.Close()
+}
+
+// aLongTimeAgo is a deadline in the past: it makes a blocked Read return.
+var aLongTimeAgo = time.Unix(1, 0)
 
 // reportCopied logs (when logs) and reports a session that ended after
 // its copy.

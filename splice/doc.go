@@ -62,12 +62,29 @@
 // # Ending, half-close and reuse
 //
 // A session ends when the caller's context ends (EndCanceled), when no byte
-// moved either way for Options.IdleTimeout (EndIdle), when a read or write
-// fails (EndError), or when both directions have ended. To stop a blocked
-// direction, Join sets a deadline in the past on both conns; a read
-// stopped that way is harmless, but a write cut part-way leaves the
-// destination mid-message and is reported (DirResult.WriteCut,
-// DirResult.Stranded).
+// moved either way for Options.IdleTimeout (EndIdle), when a read fails
+// (EndError; the other direction is interrupted), or when both directions
+// have ended. To stop a blocked direction, Join sets a deadline in the
+// past on both conns; a read stopped that way is harmless, but a write cut
+// part-way leaves the destination mid-message and is reported
+// (DirResult.WriteCut, DirResult.Stranded).
+//
+// A failed write ends its own direction only (EndError). The bytes of its
+// source have nowhere to go, so that source is read no more; the other
+// direction runs on until its own source ends (EOF or an error), the idle
+// limit passes or ctx ends, so that every byte the side that went away
+// had sent is still delivered. A server that answers and closes while its
+// client is still sending makes the write toward it fail, and its last
+// reply still reaches the client; a client that sends its last request
+// and resets still has that request delivered. Such a session always
+// leaves the upstream unclean (Result.Err is set).
+//
+// Join closes neither conn, and what the client sent after the copy
+// stopped reading it stays unread. A caller that then simply closes the
+// client makes its kernel send a reset, which can destroy bytes just
+// delivered to the client that it has not read yet: half-close it first
+// and discard its input for a short, bounded time (the listener package
+// does).
 //
 // A session stopped by ctx or the idle limit may have been stopped between
 // two parts of a reply, so it never leaves the upstream clean.

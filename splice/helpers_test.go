@@ -130,11 +130,18 @@ var testCert = sync.OnceValues(func() (*selfsigned.Cert, error) {
 // handshake done.
 func tlsPair(t testing.TB) (net.Conn, net.Conn) {
 	t.Helper()
+	a, b := tcpPair(t)
+	return tlsOver(t, a, b)
+}
+
+// tlsOver runs TLS over the connected conns a (client) and b (server) and
+// returns them with the handshake done.
+func tlsOver(t testing.TB, a, b net.Conn) (net.Conn, net.Conn) {
+	t.Helper()
 	cert, err := testCert()
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, b := tcpPair(t)
 	cli := tls.Client(a, &tls.Config{RootCAs: cert.Roots, ServerName: "relay.test"})
 	srv := tls.Server(b, &tls.Config{Certificates: []tls.Certificate{cert.TLS}})
 	errc := make(chan error, 1)

@@ -14,7 +14,8 @@ const DefaultDrainTimeout = 50 * time.Millisecond
 type Options struct {
 	// IdleTimeout ends the session when no byte has moved either way for
 	// this long (EndIdle). Zero or negative means no limit. It applies
-	// after a FIN either way too, so a half-closed session cannot hang.
+	// after a FIN either way, and after a failed write, too, so a
+	// half-over session cannot hang.
 	IdleTimeout time.Duration
 
 	// Reuse says the caller hopes to give the upstream to another client
@@ -60,8 +61,10 @@ func (o Options) drainTimeout() time.Duration {
 // pool that all sessions share; see the package documentation).
 //
 // The session ends when ctx ends (EndCanceled), when nothing moved for
-// IdleTimeout (EndIdle), when either side fails, or when both directions
-// have ended; see the package documentation for FINs and Options.Reuse.
+// IdleTimeout (EndIdle), when a read from either side fails, or when both
+// directions have ended; a failed write ends its own direction only, and
+// the other one delivers what its source still sends. See the package
+// documentation for that, FINs and Options.Reuse.
 // Join stops a blocked direction with a deadline in the past; it never
 // closes either conn, and before it returns it clears the read and write
 // deadlines of both conns (any deadline, including one set before the

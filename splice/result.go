@@ -68,8 +68,9 @@ const (
 	// EndCanceled: the caller's context ended.
 	EndCanceled
 	// EndInterrupted: Join ended this direction because the other one
-	// ended and the session could not go on: it failed, or its FIN could
-	// not be passed on (the conn has no CloseWrite).
+	// ended and the session could not go on: its read failed, or its FIN
+	// could not be passed on (the conn has no CloseWrite). A failed write
+	// interrupts nothing: the other direction runs on.
 	EndInterrupted
 	// EndDrained: with Options.Reuse, the client sent FIN, its reply was
 	// relayed, and the upstream then stayed quiet for Options.DrainTimeout.

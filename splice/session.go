@@ -246,7 +246,11 @@ func (s *session) failLocked(side Side, err error) {
 	s.setFirstLocked(side, EndError)
 }
 
-// endWrite ends d after a failed write.
+// endWrite ends d after a failed write. A real failure ends d alone: the
+// bytes of d's source have nowhere to go, so d reads no more, but the
+// other direction runs on until its own source ends (or the idle limit,
+// ctx), so that whatever the far side sent before it went away, the
+// last reply above all, is still delivered.
 func (s *session) endWrite(d *direction, err error) {
 	s.mu.Lock()
 	if s.stopped && errors.Is(err, os.ErrDeadlineExceeded) {
@@ -258,10 +262,14 @@ func (s *session) endWrite(d *direction, err error) {
 	}
 	s.endedLocked(d)
 	s.mu.Unlock()
-	if d.res.End == EndError {
-		s.stop(EndInterrupted)
+	if testHookWriteEnded != nil {
+		testHookWriteEnded(d.dstSide)
 	}
 }
+
+// testHookWriteEnded, when set (by tests only, before any session starts),
+// runs after a direction ended on a failed write toward the given side.
+var testHookWriteEnded func(to Side)
 
 // endedLocked marks d ended. When the client -> upstream direction ends,
 // a parked copyToClient resumes: what follows (a drain, a half-close)
