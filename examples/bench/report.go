@@ -196,10 +196,41 @@ func (rp *report) median(test, metric, target string) float64 {
 	return median(rp.values[test][metric][target])
 }
 
-// writeTable writes the markdown table: one row per figure, one column per
-// target, then the best peer and each relay's ratio to it.
-func (rp *report) writeTable(w io.Writer) {
-	var relays, peers []string
+// summaryFigures are the rows of the short table for the repository's
+// README: the core figures of each test group.
+func summaryFigures() []figure {
+	want := []struct{ test, metric, label string }{
+		{"tput-c2u-16", "cpu_s_per_gb", "throughput, 16 streams c→u: CPU-s/GB"},
+		{"tput-c2u-16", "gbps", "throughput, 16 streams c→u: GB/s (higher is better)"},
+		{"tput-u2c-16", "cpu_s_per_gb", "throughput, 16 streams u→c: CPU-s/GB"},
+		{"tput-u2c-16", "gbps", "throughput, 16 streams u→c: GB/s (higher is better)"},
+		{"rr-32", "cpu_us_per_req", "rr 64 B, 32 conns: CPU-µs/request"},
+		{"churn", "cpu_ms_per_1000", "churn: CPU-ms per 1000 sessions"},
+		{"churn", "accepts_per_session", "churn: upstream accepts per session"},
+		{"churn-tls", "sessions_per_s", "churn to a TLS upstream: sessions/s (higher is better)"},
+		{"churn-tls", "p50_us", "churn to a TLS upstream: p50 µs"},
+		{"idle", "fds_per_session", "idle: fds per session"},
+		{"idle", "rss_kib_per_session", "idle: RSS KiB per session"},
+	}
+	all := figures()
+	var fs []figure
+	for _, w := range want {
+		i := slices.IndexFunc(all, func(f figure) bool { return f.test == w.test && f.metric == w.metric })
+		if i < 0 {
+			panic("summaryFigures: no figure " + w.test + " " + w.metric)
+		}
+		f := all[i]
+		f.label = w.label
+		fs = append(fs, f)
+	}
+	return fs
+}
+
+// summaryTargets are the columns of the summary table (those with results).
+var summaryTargets = []string{"relay-never", "relay-verified", "haproxy", "nginx", "iocopy"}
+
+// relaysAndPeers splits the report's targets into relay builds and peers.
+func (rp *report) relaysAndPeers() (relays, peers []string) {
 	for _, t := range rp.targets {
 		switch {
 		case slices.Contains(relayTargets, t):
@@ -208,8 +239,79 @@ func (rp *report) writeTable(w io.Writer) {
 			peers = append(peers, t)
 		}
 	}
+	return relays, peers
+}
+
+// best returns the best median of f among peers (all the peers of this
+// run, whether or not they have a column), and which peer it is.
+func (rp *report) best(f figure, peers []string) (float64, string) {
+	best, name := math.NaN(), ""
+	if f.better == 0 {
+		return best, name
+	}
+	for _, p := range peers {
+		v := rp.median(f.test, f.metric, p)
+		if math.IsNaN(v) {
+			continue
+		}
+		if math.IsNaN(best) || float64(f.better)*(v-best) > 0 {
+			best, name = v, p
+		}
+	}
+	return best, name
+}
+
+// writeTable writes the full markdown table: one row per figure, one
+// column per target, then the best peer and each relay's ratio to it.
+func (rp *report) writeTable(w io.Writer) {
+	relays, _ := rp.relaysAndPeers()
+	rp.writeRows(w, figures(), rp.targets, relays, false)
+}
+
+// writeSummary writes the short table of summaryFigures, with the
+// columns of summaryTargets and the ratios of the relays that have
+// results; the best peer is still chosen among every peer of the run.
+func (rp *report) writeSummary(w io.Writer) {
+	var cols, relays []string
+	for _, t := range summaryTargets {
+		if slices.Contains(rp.targets, t) && rp.hasResults(t) {
+			cols = append(cols, t)
+		}
+	}
+	all, _ := rp.relaysAndPeers()
+	for _, t := range all {
+		if rp.hasResults(t) {
+			relays = append(relays, t)
+		}
+	}
+	rp.writeRows(w, summaryFigures(), cols, relays, true)
+}
+
+// hasResults reports whether target has any result.
+func (rp *report) hasResults(target string) bool {
+	for _, metrics := range rp.values {
+		for _, byTarget := range metrics {
+			if len(byTarget[target]) > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// evenBand is how far from 1 a ratio to the best peer may be and still
+// count as even in the summary: less than this machine's noise between
+// runs (±15% for throughput and per-request CPU).
+const evenBand = 0.05
+
+// writeRows writes a table of figs with a column per target of cols,
+// the best peer, and the ratio to it of each of relays; with verdict, each ratio
+// says whether relay is ahead of the best peer, behind it, or even
+// (within evenBand).
+func (rp *report) writeRows(w io.Writer, figs []figure, cols, relays []string, verdict bool) {
+	_, peers := rp.relaysAndPeers()
 	head := []string{"figure"}
-	for _, t := range rp.targets {
+	for _, t := range cols {
 		head = append(head, orElse(targetTitles[t], t))
 	}
 	head = append(head, "best peer")
@@ -217,30 +319,19 @@ func (rp *report) writeTable(w io.Writer) {
 		head = append(head, orElse(targetTitles[t], t)+" ÷ best")
 	}
 	fmt.Fprintf(w, "| %s |\n|%s\n", strings.Join(head, " | "), strings.Repeat(" --- |", len(head)))
-	for _, f := range figures() {
+	for _, f := range figs {
 		if rp.values[f.test][f.metric] == nil {
 			continue
 		}
 		row := []string{f.label}
-		for _, t := range rp.targets {
+		for _, t := range cols {
 			cell := fmtNum(rp.median(f.test, f.metric, t))
 			if len(rp.errs[f.test][t]) > 0 {
 				cell += " ⚠"
 			}
 			row = append(row, cell)
 		}
-		best, bestName := math.NaN(), ""
-		if f.better != 0 {
-			for _, p := range peers {
-				v := rp.median(f.test, f.metric, p)
-				if math.IsNaN(v) {
-					continue
-				}
-				if math.IsNaN(best) || float64(f.better)*(v-best) > 0 {
-					best, bestName = v, p
-				}
-			}
-		}
+		best, bestName := rp.best(f, peers)
 		if math.IsNaN(best) {
 			row = append(row, "—")
 		} else {
@@ -254,7 +345,18 @@ func (rp *report) writeTable(w io.Writer) {
 			case best == 0:
 				row = append(row, fmt.Sprintf("%s vs 0", fmtNum(v)))
 			default:
-				row = append(row, fmt.Sprintf("%.2f", v/best))
+				cell := fmt.Sprintf("%.2f", v/best)
+				if verdict {
+					switch r := v / best; {
+					case math.Abs(r-1) <= evenBand:
+						cell += " even"
+					case float64(f.better)*(r-1) > 0:
+						cell += " ahead"
+					default:
+						cell += " behind"
+					}
+				}
+				row = append(row, cell)
 			}
 		}
 		fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
@@ -294,10 +396,41 @@ func orElse(s, fallback string) string {
 	return s
 }
 
+// layoutRun is the results of one layout (see bench/run.sh --layouts).
+type layoutRun struct {
+	name, path, about string
+	rp                *report
+}
+
 func runReport(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("report", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	in := fs.String("in", "", "JSON lines from bench load (required)")
+	var runs []*layoutRun
+	fs.Func("in", "JSON lines from bench load (required): FILE, or LAYOUT=FILE, repeated for each layout (a table each)", func(v string) error {
+		name, path, ok := strings.Cut(v, "=")
+		if !ok {
+			name, path = "", v
+		}
+		if path == "" || (ok && name == "") {
+			return fmt.Errorf("want FILE or LAYOUT=FILE, got %q", v)
+		}
+		for _, r := range runs {
+			if r.name == name {
+				return fmt.Errorf("layout %q given twice", name)
+			}
+		}
+		runs = append(runs, &layoutRun{name: name, path: path})
+		return nil
+	})
+	about := map[string]string{}
+	fs.Func("layout", "LAYOUT=TEXT: what the layout is, for its headings (repeated)", func(v string) error {
+		name, text, ok := strings.Cut(v, "=")
+		if !ok || name == "" {
+			return fmt.Errorf("want LAYOUT=TEXT, got %q", v)
+		}
+		about[name] = text
+		return nil
+	})
 	out := fs.String("out", "", "markdown output (default: stdout)")
 	title := fs.String("title", "relay benchmark", "heading of the report")
 	facts := fs.String("facts", "", "markdown file with the machine facts, included as is")
@@ -306,21 +439,59 @@ func runReport(_ context.Context, args []string, stdout, stderr io.Writer) error
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
-	if *in == "" {
+	if len(runs) == 0 {
 		return fmt.Errorf("-in: required")
 	}
-	rp, err := readResultsFile(*in, strings.Split(*targets, ","))
-	if err != nil {
-		return err
+	if len(runs) > 1 && slices.ContainsFunc(runs, func(r *layoutRun) bool { return r.name == "" }) {
+		return fmt.Errorf("-in: with more than one file, name each one's layout: LAYOUT=FILE")
+	}
+	reps := 1
+	for _, r := range runs {
+		rp, err := readResultsFile(r.path, strings.Split(*targets, ","))
+		if err != nil {
+			return err
+		}
+		r.rp, r.about = rp, about[r.name]
+		reps = max(reps, rp.reps)
+	}
+	// heading names a layout's section: "Layout pinned: proxy on CPU 1".
+	heading := func(r *layoutRun, what string) string {
+		h := "Layout " + r.name
+		if r.about != "" {
+			h += ": " + r.about
+		}
+		if what != "" {
+			h += " — " + what
+		}
+		return h
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# %s\n\n", *title)
 	fmt.Fprintf(&b, "Each figure is the median of %d run(s). \"÷ best\" is relay's figure divided by the best peer's "+
-		"(HAProxy, nginx, socat, io.Copy): for GB/s, req/s and sessions/s higher is better, for every other figure lower is. "+
-		"CPU, RSS and fds are the proxy's whole process tree, from /proc; direct has no proxy, so none.\n\n", max(rp.reps, 1))
-	rp.writeTable(&b)
-	b.WriteString("\n")
-	rp.writeErrors(&b)
+		"(HAProxy, nginx, socat, io.Copy) in the same run and layout: for GB/s, req/s and sessions/s higher is better, for every other figure lower is. "+
+		"CPU, RSS and fds are the proxy's whole process tree, from /proc; direct has no proxy, so none.\n\n", reps)
+	b.WriteString("## Summary\n\n")
+	b.WriteString("The core figures, with each relay's ratio to the best peer of the same run and layout " +
+		"(\"ahead\" of that peer or \"behind\" it by more than 5%, \"even\" within 5%). " +
+		"The best peer is chosen among every peer measured, including any without a column here.\n\n")
+	for _, r := range runs {
+		if r.name != "" {
+			fmt.Fprintf(&b, "### %s\n\n", heading(r, ""))
+		}
+		r.rp.writeSummary(&b)
+		b.WriteString("\n")
+	}
+	for _, r := range runs {
+		if r.name == "" {
+			b.WriteString("## All figures\n\n")
+		} else {
+			fmt.Fprintf(&b, "## %s\n\n", heading(r, "all figures"))
+		}
+		r.rp.writeTable(&b)
+		b.WriteString("\n")
+		r.rp.writeErrors(&b)
+		b.WriteString("\n")
+	}
 	for _, part := range []struct{ heading, path string }{{"Notes", *notes}, {"Machine", *facts}} {
 		if part.path == "" {
 			continue
@@ -330,12 +501,13 @@ func runReport(_ context.Context, args []string, stdout, stderr io.Writer) error
 			return fmt.Errorf("reading %s: %w", part.path, err)
 		}
 		if len(strings.TrimSpace(string(text))) > 0 {
-			fmt.Fprintf(&b, "\n## %s\n\n%s\n", part.heading, strings.TrimRight(string(text), "\n"))
+			fmt.Fprintf(&b, "## %s\n\n%s\n\n", part.heading, strings.TrimRight(string(text), "\n"))
 		}
 	}
+	text := strings.TrimRight(b.String(), "\n") + "\n"
 	if *out == "" {
-		_, err := io.WriteString(stdout, b.String())
+		_, err := io.WriteString(stdout, text)
 		return err
 	}
-	return os.WriteFile(*out, []byte(b.String()), 0o644)
+	return os.WriteFile(*out, []byte(text), 0o644)
 }
