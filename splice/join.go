@@ -44,14 +44,6 @@ type Options struct {
 	DrainOwedOnly bool
 }
 
-// drainTimeout returns DrainTimeout with its default applied.
-func (o Options) drainTimeout() time.Duration {
-	if o.DrainTimeout <= 0 {
-		return DefaultDrainTimeout
-	}
-	return o.DrainTimeout
-}
-
 // Join copies bytes both ways between client and upstream until the
 // session ends, and reports how it ended. It runs the client -> upstream
 // direction on the calling goroutine and the upstream -> client direction

@@ -23,8 +23,9 @@ type closeWriter interface {
 // session is the state one Join shares between its two directions and
 // its two callbacks (ctx and idle timer).
 type session struct {
+	// opt.DrainTimeout has its default applied, and is 0 once a
+	// DrainOwedOnly drain found nothing owed.
 	opt   Options
-	drain time.Duration // opt.drainTimeout(); 0 once a DrainOwedOnly drain found nothing owed
 	start time.Time
 
 	// client and upstream are the conns as given: FINs are passed on with
@@ -77,9 +78,11 @@ type session struct {
 }
 
 func newSession(client, upstream net.Conn, opt Options) *session {
+	if opt.DrainTimeout <= 0 {
+		opt.DrainTimeout = DefaultDrainTimeout
+	}
 	s := &session{
 		opt:      opt,
-		drain:    opt.drainTimeout(),
 		start:    time.Now(),
 		client:   client,
 		upstream: upstream,
@@ -295,85 +298,88 @@ const (
 func (s *session) endRead(d *direction, err error) readNext {
 	timeout := errors.Is(err, os.ErrDeadlineExceeded)
 	s.mu.Lock()
+	next, giveUp, failed := readEnd, false, false
 	switch {
 	case timeout && s.stopped:
 		d.res.End = s.stopReason
 	case timeout && s.draining && d == &s.down:
-		if s.drainTimeoutLocked() {
-			return readAgain
-		}
-		return readEnd
+		next, giveUp = s.drainLimitLocked()
 	case timeout && d.parkReq:
-		// checkPark's deadline. Park, unless the session moved on
-		// meanwhile (the client's FIN): then just read on.
-		d.parkReq = false
-		s.uio.SetReadDeadline(time.Time{})
-		next := readAgain
-		switch {
-		case s.up.ended:
-		case park(d):
-			d.parked = true
-			next = readParked
-		default:
-			// No epoll (out of fds, say): try again later.
-			s.park.Reset(maxParkBackoff)
-		}
-		s.mu.Unlock()
-		return next
+		next = s.parkLocked(d)
 	default:
 		d.res.End = EndError
 		d.res.Err = fmt.Errorf("splice: read %s: %w", d.srcSide, err)
 		s.failLocked(d.srcSide, d.res.Err)
+		failed = true
 	}
-	s.endedLocked(d)
+	if next == readEnd {
+		s.endedLocked(d)
+	}
 	s.mu.Unlock()
-	if d.res.End == EndError {
+	if giveUp && !s.passFIN(Upstream) {
+		// The FIN cannot be passed on: end rather than wait for a reply
+		// that may never come.
+		s.mu.Lock()
+		d.res.End = EndInterrupted
+		s.endedLocked(d)
+		s.mu.Unlock()
+		next = readEnd
+	}
+	if failed {
 		s.stop(EndInterrupted)
 	}
-	return readEnd
+	return next
 }
 
-// drainTimeoutLocked runs on copyToClient when the drain deadline on the
-// upstream passed. It is called with mu held and unlocks it.
-func (s *session) drainTimeoutLocked() (again bool) {
+// drainLimitLocked decides what copyToClient does when the drain deadline
+// on the upstream passed: read on (readAgain), end drained (readEnd), or
+// give up reuse (giveUp: the caller passes the client's FIN on and reads
+// on). It is called with mu held.
+func (s *session) drainLimitLocked() (next readNext, giveUp bool) {
 	d := &s.down
 	now := time.Since(s.start)
-	if s.up.seq.Load() > d.seq.Load() {
-		if now-s.finAt < s.drain {
-			// Not the drain limit's deadline but an earlier one (a park
-			// request's, seen just before the drain began): the drain
-			// limit is still set, so read on.
-			s.mu.Unlock()
-			return true
-		}
+	quietSince := max(s.finAt, d.lastRead)
+	owed := s.up.seq.Load() > d.seq.Load()
+	next = readAgain
+	switch {
+	case owed && now-s.finAt < s.opt.DrainTimeout:
+		// Not the drain limit's deadline but an earlier one (a park
+		// request's, seen just before the drain began): the drain limit
+		// is still set, so read on.
+	case owed:
 		// A reply is owed and none started within the drain limit. Give
 		// up reuse and pass the FIN on, for protocols that wait for it
 		// before they answer; the reply then flows as in a plain
 		// half-close.
 		s.draining = false
 		s.uio.SetReadDeadline(time.Time{})
-		s.mu.Unlock()
-		if s.passFIN(Upstream) {
-			return true
-		}
-		// The FIN cannot be passed on: end rather than wait for a reply
-		// that may never come.
-		s.mu.Lock()
-		d.res.End = EndInterrupted
-		d.ended = true
-		s.mu.Unlock()
-		return false
-	}
-	quietSince := max(s.finAt, d.lastRead)
-	if now-quietSince >= s.drain {
+		giveUp = true
+	case now-quietSince >= s.opt.DrainTimeout:
 		d.res.End = EndDrained
-		d.ended = true
-		s.mu.Unlock()
-		return false
+		next = readEnd
+	default:
+		s.uio.SetReadDeadline(s.start.Add(quietSince + s.opt.DrainTimeout))
 	}
-	s.uio.SetReadDeadline(s.start.Add(quietSince + s.drain))
-	s.mu.Unlock()
-	return true
+	return next, giveUp
+}
+
+// parkLocked answers checkPark's deadline on copyToClient: it parks d
+// (readParked), unless the session moved on meanwhile (the client's FIN)
+// or no epoll is to be had (out of fds, say): then d reads on, and the
+// park timer tries again later. It is called with mu held.
+func (s *session) parkLocked(d *direction) readNext {
+	d.parkReq = false
+	s.uio.SetReadDeadline(time.Time{})
+	next := readAgain
+	switch {
+	case s.up.ended:
+	case park(d):
+		d.parked = true
+		next = readParked
+	default:
+		s.park.Reset(maxParkBackoff)
+	}
+	return next
 }
 
 // endEOF ends d after its source sent FIN, and passes the FIN on (or,
@@ -382,43 +388,49 @@ func (s *session) endEOF(d *direction) {
 	d.res.End = EndEOF
 	s.mu.Lock()
 	s.setFirstLocked(d.srcSide, EndEOF)
+	finUp := true // pass the client's FIN on to the upstream
 	if d == &s.up {
-		hold := s.opt.Reuse && !s.eof && !s.down.ended
-		if hold && !s.stopped {
-			now := time.Now()
-			s.draining = true
-			s.down.parkReq = false // the drain limit replaces its deadline
-			s.finAt = now.Sub(s.start)
-			// A reply is owed when the client's last write was the
-			// last one to start: a write toward the client that started
-			// after it carries the reply, even if the client, having
-			// read it, sent its FIN before that write's seq was stored.
-			owed := s.up.seq.Load() > 0 && s.seq.Load() == s.up.seq.Load()
-			if s.opt.DrainOwedOnly && !owed {
-				s.drain = 0 // the drain ends at once
-			}
-			s.uio.SetReadDeadline(now.Add(s.drain))
+		finUp = !s.opt.Reuse || s.eof || s.down.ended
+		if !finUp && !s.stopped {
+			s.beginDrainLocked()
 		}
-		s.endedLocked(d)
-		s.mu.Unlock()
-		if !hold && !s.passFIN(Upstream) {
-			s.stop(EndInterrupted)
-		}
-		return
+	} else {
+		s.eof = true
+		// A held FIN is passed on after all: the upstream is not
+		// reusable any more.
+		finUp = s.draining
+		s.draining = false
 	}
-	d.ended = true
-	s.eof = true
-	held := s.draining
-	s.draining = false
+	s.endedLocked(d)
 	s.mu.Unlock()
-	if held {
-		// The upstream is not reusable any more: pass the client's FIN
-		// on after all, as in a plain half-close.
-		s.passFIN(Upstream)
+	failed := false
+	if finUp {
+		failed = !s.passFIN(Upstream) && d == &s.up
 	}
-	if !s.passFIN(Client) {
+	if d == &s.down {
+		failed = !s.passFIN(Client)
+	}
+	if failed {
 		s.stop(EndInterrupted)
 	}
+}
+
+// beginDrainLocked holds the client's FIN back and sets the drain limit
+// as the upstream's read deadline. It is called with mu held.
+func (s *session) beginDrainLocked() {
+	now := time.Now()
+	s.draining = true
+	s.down.parkReq = false // the drain limit replaces its deadline
+	s.finAt = now.Sub(s.start)
+	// A reply is owed when the client's last write was the last one to
+	// start: a write toward the client that started after it carries the
+	// reply, even if the client, having read it, sent its FIN before that
+	// write's seq was stored.
+	owed := s.up.seq.Load() > 0 && s.seq.Load() == s.up.seq.Load()
+	if s.opt.DrainOwedOnly && !owed {
+		s.opt.DrainTimeout = 0 // the drain ends at once
+	}
+	s.uio.SetReadDeadline(now.Add(s.opt.DrainTimeout))
 }
 
 // passFIN passes a FIN on to side with its conn's CloseWrite, or, for a
