@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"testing"
+	"time"
 
 	"golang.org/x/net/nettest"
 )
@@ -14,6 +15,9 @@ import (
 // timeout breaks a tls.Conn for good.)
 func TestRelayedConn(t *testing.T) {
 	trs := []transport{tcpT, hiddenT}
+	if canPark {
+		trs = append(trs, tcpT.parking(200*time.Microsecond))
+	}
 	if nettest.TestableNetwork("unix") {
 		trs = append(trs, unixT)
 	}
@@ -24,7 +28,7 @@ func TestRelayedConn(t *testing.T) {
 				upstreamEnd, joinUpstream := tr.pair(t)
 				ctx, cancel := context.WithCancel(context.Background())
 				done := make(chan Result, 1)
-				go func() { done <- Join(ctx, joinClient, joinUpstream, Options{}) }()
+				go func() { done <- joinTuned(ctx, joinClient, joinUpstream, Options{}, tr.tune()) }()
 				return clientEnd, upstreamEnd, func() {
 					clientEnd.Close()
 					upstreamEnd.Close()

@@ -21,18 +21,8 @@ import (
 	"golang.org/x/net/nettest"
 )
 
-// TestMain checks for leaked goroutines. RELAY_TEST_PARK_AFTER (a
-// duration) makes sessions park that soon, so that every test also runs
-// with copyToClient parking between its steps (.ci/run does a run so).
+// TestMain checks for leaked goroutines.
 func TestMain(m *testing.M) {
-	if v := os.Getenv("RELAY_TEST_PARK_AFTER"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			fmt.Fprintf(os.Stderr, "RELAY_TEST_PARK_AFTER=%q: want a positive duration\n", v)
-			os.Exit(2)
-		}
-		parkAfter = d
-	}
 	goleak.VerifyTestMain(m)
 }
 
@@ -43,26 +33,49 @@ type transport struct {
 	spliced   bool // Join splices between two such conns on Linux
 	halfClose bool // the conns have CloseWrite
 	pair      func(t testing.TB) (end, join net.Conn)
+	// parkAfter, if set, is the park period of sessions started with
+	// this transport on the client side (see startSession).
+	parkAfter time.Duration
+}
+
+// parking returns tr with sessions parking after d.
+func (tr transport) parking(d time.Duration) transport {
+	tr.name = fmt.Sprintf("%s-park-%v", tr.name, d)
+	tr.parkAfter = d
+	return tr
+}
+
+// tune returns what startSession does to a session of tr before it runs.
+func (tr transport) tune() func(*session) {
+	if tr.parkAfter <= 0 {
+		return nil
+	}
+	return func(s *session) { s.parkAfter = tr.parkAfter }
 }
 
 func (tr transport) wantSpliced() bool { return tr.spliced && runtime.GOOS == "linux" }
 
 var (
-	tcpT  = transport{"tcp", true, true, tcpPair}
-	unixT = transport{"unix", true, true, unixPair}
-	tlsT  = transport{"tls", false, true, tlsPair}
-	pipeT = transport{"pipe", false, false, pipePair}
+	tcpT  = transport{"tcp", true, true, tcpPair, 0}
+	unixT = transport{"unix", true, true, unixPair, 0}
+	tlsT  = transport{"tls", false, true, tlsPair, 0}
+	pipeT = transport{"pipe", false, false, pipePair, 0}
 	// hiddenT is TCP behind a wrapper that hides syscall.Conn but keeps
 	// CloseWrite: the fallback copy over real sockets.
 	hiddenT = transport{"tcp-hidden", false, true, func(t testing.TB) (net.Conn, net.Conn) {
 		end, join := tcpPair(t)
 		return end, hideConn{join}
-	}}
+	}, 0}
 )
 
-// socketTransports are the transports with kernel FINs.
+// socketTransports are the transports with kernel FINs. Where sessions
+// park, they include TCP with every idle copyToClient parking after
+// 200µs, so that parking happens between the steps of every test.
 func socketTransports(t testing.TB) []transport {
 	trs := []transport{tcpT}
+	if canPark {
+		trs = append(trs, tcpT.parking(200*time.Microsecond))
+	}
 	if nettest.TestableNetwork("unix") {
 		trs = append(trs, unixT)
 	}
@@ -165,11 +178,25 @@ type testSession struct {
 	done                      chan Result
 	waited                    bool
 	res                       Result
+	tune                      func(*session) // if set, runs before the session does
+}
+
+// joinTuned is JoinTo with tune (if not nil) applied to the session
+// before it runs.
+func joinTuned(ctx context.Context, client, upstream net.Conn, opt Options, tune func(*session)) Result {
+	s := newSession(client, upstream, opt)
+	if tune != nil {
+		tune(s)
+	}
+	s.run(ctx)
+	var r Result
+	s.finish(&r)
+	return r
 }
 
 func startSession(t *testing.T, ct, ut transport, opt Options) *testSession {
 	t.Helper()
-	s := &testSession{done: make(chan Result, 1)}
+	s := &testSession{done: make(chan Result, 1), tune: ct.tune()}
 	s.clientEnd, s.joinClient = ct.pair(t)
 	s.upstreamEnd, s.joinUpstream = ut.pair(t)
 	s.bound(2 * time.Minute)
@@ -185,7 +212,7 @@ func (s *testSession) bound(d time.Duration) {
 
 func (s *testSession) start(t *testing.T, ctx context.Context, opt Options) *testSession {
 	ctx, s.cancel = context.WithCancel(ctx)
-	go func() { s.done <- Join(ctx, s.joinClient, s.joinUpstream, opt) }()
+	go func() { s.done <- joinTuned(ctx, s.joinClient, s.joinUpstream, opt, s.tune) }()
 	t.Cleanup(func() {
 		s.cancel()
 		if s.waited {

@@ -101,9 +101,9 @@ type lastSession struct {
 	clientRaw, upstreamRaw, joinClientRaw *net.TCPConn
 }
 
-func startLast(t *testing.T, k lastKind, opt Options) *lastSession {
+func startLast(t *testing.T, k lastKind, opt Options, ended writesEnded) *lastSession {
 	t.Helper()
-	s := &lastSession{testSession: &testSession{done: make(chan Result, 1)}}
+	s := &lastSession{testSession: &testSession{done: make(chan Result, 1), tune: ended.tune}}
 	s.clientRaw, s.joinClientRaw = sizedPair(t)
 	s.clientEnd, s.joinClient = k.wrap(t, s.clientRaw, s.joinClientRaw)
 	var joinRaw net.Conn
@@ -114,18 +114,21 @@ func startLast(t *testing.T, k lastKind, opt Options) *lastSession {
 	return s
 }
 
-// hookWriteEnded installs testHookWriteEnded for the test and returns
-// the channel it reports on.
-func hookWriteEnded(t *testing.T) <-chan Side {
-	ch := make(chan Side, 64)
-	testHookWriteEnded = func(to Side) {
+// writesEnded receives the sides toward which a write failed, once its
+// direction has ended.
+type writesEnded chan Side
+
+// tune makes a session report on w.
+func (w writesEnded) tune(s *session) {
+	s.testHook = func(at hookPoint, to Side) {
+		if at != hookWriteEnded {
+			return
+		}
 		select {
-		case ch <- to:
+		case w <- to:
 		default:
 		}
 	}
-	t.Cleanup(func() { testHookWriteEnded = nil })
-	return ch
 }
 
 // waitWriteEnded waits until a write toward side failed and was handled.
@@ -239,7 +242,7 @@ func closeAfterJoin(t *testing.T, s *lastSession, c net.Conn) <-chan Result {
 // failed write stopped the session, which cut the reply direction while
 // it was delivering, with the answer still on the upstream socket.
 func TestLastReplyArrives(t *testing.T) {
-	ended := hookWriteEnded(t)
+	ended := make(writesEnded, 64)
 	reply := "-ERR Protocol error: last reply\r\n"
 	msg := strings.Repeat("b", lastBulk) + reply
 	for _, k := range lastKinds {
@@ -291,9 +294,9 @@ func (c *roundCount) check(t *testing.T, what string) {
 	}
 }
 
-func lastReplyRound(t *testing.T, k lastKind, rst, reuse bool, ended <-chan Side, msg string) (arrived bool, bad string) {
+func lastReplyRound(t *testing.T, k lastKind, rst, reuse bool, ended writesEnded, msg string) (arrived bool, bad string) {
 	drainSides(ended)
-	s := startLast(t, k, Options{Reuse: reuse})
+	s := startLast(t, k, Options{Reuse: reuse}, ended)
 	f := startFlood(s.clientEnd)
 	defer func() {
 		s.clientRaw.Close()
@@ -333,7 +336,7 @@ func lastReplyRound(t *testing.T, k lastKind, rst, reuse bool, ended <-chan Side
 // This used to break, in every round: the failed write toward the client
 // stopped the session, which cut the request's delivery.
 func TestLastRequestArrives(t *testing.T) {
-	ended := hookWriteEnded(t)
+	ended := make(writesEnded, 64)
 	msg := strings.Repeat("r", lastBulk) + "LAST REQUEST\r\n"
 	for _, k := range lastKinds {
 		for _, reuse := range []bool{false, true} {
@@ -348,9 +351,9 @@ func TestLastRequestArrives(t *testing.T) {
 	}
 }
 
-func lastRequestRound(t *testing.T, k lastKind, reuse bool, ended <-chan Side, msg string) (arrived bool, bad string) {
+func lastRequestRound(t *testing.T, k lastKind, reuse bool, ended writesEnded, msg string) (arrived bool, bad string) {
 	drainSides(ended)
-	s := startLast(t, k, Options{Reuse: reuse})
+	s := startLast(t, k, Options{Reuse: reuse}, ended)
 	write(t, s.clientEnd, msg)
 	waitSent(t, s.clientRaw)
 	s.clientRaw.SetLinger(0)

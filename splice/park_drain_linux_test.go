@@ -21,13 +21,13 @@ import (
 // copyToUpstream is relaying the request and reading the client's FIN;
 // copyToUpstream's endEOF then takes s.mu before copyToClient's endRead.
 func TestParkDeadlineBeforeDrain(t *testing.T) {
-	shortPark(t, time.Hour) // no park of the session's own
 	clientEnd, clientJoin := tcpPair(t)
 	upstreamEnd, upstreamJoin := tcpPair(t)
 	s := newSession(clientJoin, upstreamJoin, Options{Reuse: true, DrainTimeout: 3 * time.Second})
 	if !s.down.res.Spliced {
 		t.Skip("not spliced")
 	}
+	s.parkAfter = time.Hour // no park of the session's own
 	done := make(chan Result, 1)
 	go func() {
 		s.run(context.Background())

@@ -4,23 +4,9 @@ import (
 	"os"
 	"sync"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
-
-// parkAfter is how long the upstream -> client direction of a spliced
-// session waits for the upstream on a goroutine of its own before it
-// parks: its goroutine returns, and a readiness event on the upstream
-// socket (data, FIN or reset) starts a new one. Tests shorten it.
-//
-// An idle session then parks one goroutine (the caller's, on the
-// client), not two: a goroutine costs its 2 KiB stack and about 400
-// bytes, a quarter of what an idle session holds. Waking costs two
-// epoll_ctl calls and a goroutine start, and some microseconds of
-// latency, once per wait longer than parkAfter: nothing against a wait
-// that long.
-var parkAfter = 20 * time.Millisecond
 
 // canPark reports whether parking is available on this platform.
 const canPark = true

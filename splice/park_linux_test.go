@@ -12,12 +12,8 @@ import (
 	"time"
 )
 
-// shortPark makes sessions started from now on park after d.
-func shortPark(t *testing.T, d time.Duration) {
-	old := parkAfter
-	parkAfter = d
-	t.Cleanup(func() { parkAfter = old })
-}
+// parkT is TCP with sessions that park after 5ms.
+var parkT = tcpT.parking(5 * time.Millisecond)
 
 func parkedCount() int {
 	p := &theParker
@@ -54,8 +50,7 @@ func waitUnparked(t *testing.T) {
 // TestParkResumes: an idle copyToClient parks, wakes on data from the
 // upstream, parks again, and ends on the upstream's FIN like any other.
 func TestParkResumes(t *testing.T) {
-	shortPark(t, 5*time.Millisecond)
-	s := startSession(t, tcpT, tcpT, Options{})
+	s := startSession(t, parkT, parkT, Options{})
 	write(t, s.clientEnd, "ping")
 	if got := readN(t, s.upstreamEnd, 4); got != "ping" {
 		t.Fatalf("upstream read %q", got)
@@ -95,9 +90,8 @@ func TestParkResumes(t *testing.T) {
 // TestParkStop: a session whose copyToClient is parked still ends at
 // once on ctx, on the idle limit, and on a reset from the upstream.
 func TestParkStop(t *testing.T) {
-	shortPark(t, 5*time.Millisecond)
 	t.Run("ctx", func(t *testing.T) {
-		s := startSession(t, tcpT, tcpT, Options{})
+		s := startSession(t, parkT, parkT, Options{})
 		waitParked(t, 1)
 		s.cancel()
 		r := s.wait(t)
@@ -109,7 +103,7 @@ func TestParkStop(t *testing.T) {
 	t.Run("idle", func(t *testing.T) {
 		// An idle limit far above parkAfter: the session parks first even
 		// on a slow machine.
-		s := startSession(t, tcpT, tcpT, Options{IdleTimeout: time.Second})
+		s := startSession(t, parkT, parkT, Options{IdleTimeout: time.Second})
 		waitParked(t, 1)
 		r := s.wait(t)
 		if r.FirstEnd != EndIdle || r.Down.End != EndIdle {
@@ -118,7 +112,7 @@ func TestParkStop(t *testing.T) {
 		waitUnparked(t)
 	})
 	t.Run("reset", func(t *testing.T) {
-		s := startSession(t, tcpT, tcpT, Options{})
+		s := startSession(t, parkT, parkT, Options{})
 		waitParked(t, 1)
 		s.upstreamEnd.(*net.TCPConn).SetLinger(0)
 		s.upstreamEnd.Close()
@@ -136,8 +130,7 @@ func TestParkStop(t *testing.T) {
 // TestParkDrain: with Reuse, the client's FIN while copyToClient is
 // parked resumes it, the reply is relayed, and the session drains.
 func TestParkDrain(t *testing.T) {
-	shortPark(t, 5*time.Millisecond)
-	s := startSession(t, tcpT, tcpT, Options{Reuse: true, DrainTimeout: 20 * time.Millisecond})
+	s := startSession(t, parkT, parkT, Options{Reuse: true, DrainTimeout: 20 * time.Millisecond})
 	waitParked(t, 1)
 	write(t, s.clientEnd, "GET")
 	if got := readN(t, s.upstreamEnd, 3); got != "GET" {
@@ -161,12 +154,11 @@ func TestParkDrain(t *testing.T) {
 // TestParkMany: many idle sessions park one goroutine each (plus the
 // parker's), and every one wakes for its own reply.
 func TestParkMany(t *testing.T) {
-	shortPark(t, 5*time.Millisecond)
 	const n = 50
 	before := runtime.NumGoroutine()
 	sessions := make([]*testSession, n)
 	for i := range sessions {
-		sessions[i] = startSession(t, tcpT, tcpT, Options{})
+		sessions[i] = startSession(t, parkT, parkT, Options{})
 	}
 	waitParked(t, n)
 	// Each session: the test's goroutine calling Join; copyToClient parked.
@@ -217,8 +209,7 @@ func parksSoFar() uint64 {
 func TestNoParkWhileDelivering(t *testing.T) {
 	// A long park period, so that only a stall of the whole process
 	// longer than it could park the direction while data flows.
-	shortPark(t, 200*time.Millisecond)
-	s := startSession(t, tcpT, tcpT, Options{})
+	s := startSession(t, tcpT.parking(200*time.Millisecond), tcpT, Options{})
 	before := parksSoFar()
 	wrote := make(chan error, 1)
 	go func() {

@@ -2,12 +2,8 @@
 
 package splice
 
-import "time"
-
 // Off Linux nothing is spliced, and so nothing parks: copyToClient keeps
 // its goroutine for the whole session.
-
-var parkAfter time.Duration
 
 const canPark = false
 

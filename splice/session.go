@@ -65,8 +65,9 @@ type session struct {
 
 	idle *time.Timer // nil without IdleTimeout
 	park *time.Timer // checkPark; nil unless down can park
-	// parkAfter is the package's, read once; parkBackoff spaces out
-	// checkPark while the upstream keeps sending.
+	// parkAfter is how long copyToClient waits before it parks: zero
+	// means defaultParkAfter (tests set it before run). parkBackoff
+	// spaces out checkPark while the upstream keeps sending.
 	parkAfter, parkBackoff time.Duration
 	stopCtx                func() bool // unregisters the ctx callback; nil if none
 	first                  Side        // Result.First
@@ -75,7 +76,24 @@ type session struct {
 	eof                    bool        // Result.UpstreamEOF
 	upHalf                 bool        // Result.UpstreamHalfClosed
 	cliHalf                bool        // Result.ClientHalfClosed
+
+	// testHook, when set by a test before run, runs at the points
+	// named by hookPoint.
+	testHook func(at hookPoint, side Side)
 }
+
+// hookPoint names a point where session.testHook runs.
+type hookPoint uint8
+
+const (
+	hookWriteEnded hookPoint = iota // a write toward side failed; its direction has ended
+	hookReadFailed                  // a read from side failed; endRead is about to take mu
+	hookEOFHandled                  // a FIN from side was handled under mu (a drain begun, say)
+)
+
+// defaultParkAfter is how long an idle copyToClient of a spliced session
+// waits for the upstream before it parks (see park).
+const defaultParkAfter = 20 * time.Millisecond
 
 func newSession(client, upstream net.Conn, opt Options) *session {
 	if opt.DrainTimeout <= 0 {
@@ -110,7 +128,9 @@ func (s *session) begin(ctx context.Context) {
 		s.idle = time.AfterFunc(d, s.checkIdle)
 	}
 	if canPark && s.down.res.Spliced {
-		s.parkAfter = parkAfter
+		if s.parkAfter <= 0 {
+			s.parkAfter = defaultParkAfter
+		}
 		s.park = time.AfterFunc(s.parkAfter, s.checkPark)
 	}
 }
@@ -265,14 +285,10 @@ func (s *session) endWrite(d *direction, err error) {
 	}
 	s.endedLocked(d)
 	s.mu.Unlock()
-	if testHookWriteEnded != nil {
-		testHookWriteEnded(d.dstSide)
+	if s.testHook != nil {
+		s.testHook(hookWriteEnded, d.dstSide)
 	}
 }
-
-// testHookWriteEnded, when set (by tests only, before any session starts),
-// runs after a direction ended on a failed write toward the given side.
-var testHookWriteEnded func(to Side)
 
 // endedLocked marks d ended. When the client -> upstream direction ends,
 // a parked copyToClient resumes: what follows (a drain, a half-close)
@@ -296,6 +312,9 @@ const (
 // endRead handles a failed read of d: the end of d, or a drain limit
 // that was re-armed or turned into a half-close (readAgain), or a park.
 func (s *session) endRead(d *direction, err error) readNext {
+	if s.testHook != nil {
+		s.testHook(hookReadFailed, d.srcSide)
+	}
 	timeout := errors.Is(err, os.ErrDeadlineExceeded)
 	s.mu.Lock()
 	next, giveUp, failed := readEnd, false, false
@@ -403,6 +422,9 @@ func (s *session) endEOF(d *direction) {
 	}
 	s.endedLocked(d)
 	s.mu.Unlock()
+	if s.testHook != nil {
+		s.testHook(hookEOFHandled, d.srcSide)
+	}
 	failed := false
 	if finUp {
 		failed = !s.passFIN(Upstream) && d == &s.up

@@ -31,11 +31,11 @@ func TestSpliced(t *testing.T) {
 	wrapped := transport{"wrapped", true, true, func(t testing.TB) (net.Conn, net.Conn) {
 		end, join := tcpPair(t)
 		return end, wrapConn{wrapConn{join}}
-	}}
+	}, 0}
 	fake := transport{"tls-like", false, true, func(t testing.TB) (net.Conn, net.Conn) {
 		end, join := tcpPair(t)
 		return end, tlsLike{wrapConn{join}}
-	}}
+	}, 0}
 	tests := []struct {
 		client, upstream transport
 		want             bool
