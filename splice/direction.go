@@ -28,9 +28,8 @@ type direction struct {
 	parked  bool
 	// delivering is set while a spliced direction writes a chunk, which
 	// can take long when the destination reads slowly: the direction is
-	// then busy, not idle, and the park timer leaves it alone. (It sits
-	// with the bools, in their word: one more word would move the
-	// session into the next allocation size class, 128 bytes up.)
+	// then busy, not idle, and the park timer leaves it alone. It sits in
+	// the bools' word (session size: see the ledger in bench/README.md).
 	delivering atomic.Bool
 	parkID     uint64
 

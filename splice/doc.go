@@ -24,29 +24,21 @@
 // # How bytes move
 //
 // When both conns are kernel stream sockets on Linux, each direction moves
-// bytes between them with its own syscalls. It waits until its source is
-// readable, then reads into a 16 KiB buffer borrowed from a shared pool and
-// writes those bytes out: for the short messages of request/response
-// traffic a read and a write are the cheapest way. A read that fills the
-// buffer means a bulk transfer: the direction then takes a 1 MiB pipe from
-// a small shared pool and moves the rest with splice(2), so those bytes
-// never enter user space, until the source has nothing more to read. Buffer
-// and pipe go back (the pipe empty) before the direction waits again: an
-// idle session holds no buffer, no pipe and no file descriptor beyond its
-// two sockets. The pool keeps at most 32 idle pipes (64 fds) and closes the
-// rest; pipes it keeps are closed when the garbage collector drops them
-// from the pool. Everything else (TLS, net.Pipe, other platforms) is
-// copied through 32 KiB buffers from a shared pool, with the conns' Read
-// and Write.
+// bytes between them with its own syscalls: it reads into a 16 KiB buffer
+// borrowed from a shared pool and writes those bytes out, and after a read
+// that fills the buffer (a bulk transfer) it moves the rest with splice(2)
+// through a 1 MiB pipe from a shared pool, until the source has nothing
+// more to read. Buffer and pipe go back (the pipe empty) before the
+// direction waits again: an idle session holds no buffer, no pipe and no
+// file descriptor beyond its two sockets. The pool keeps at most 32 idle
+// pipes (64 fds). Everything else (TLS, net.Pipe, other platforms) is
+// copied through 32 KiB pooled buffers, with the conns' Read and Write.
 //
 // The buffered reads and writes between sockets, and the shutdown(2) that
-// passes a FIN on, are raw system calls, which Go's scheduler does not
-// treat as calls that may block; they never wait for the peer
-// (MSG_DONTWAIT). A loopback write spends 20-40 µs in the kernel, and
-// through the usual path the scheduler's monitor would hand the thread's
-// processor to another thread, whose wake-up costs more than the write.
-// A conn of a kind other than *net.TCPConn and *net.UnixConn is copied
-// this way only if its socket is non-blocking.
+// passes a FIN on, are raw system calls that never wait for the peer
+// (MSG_DONTWAIT; see the ledger in bench/README.md). A conn of a kind
+// other than *net.TCPConn and *net.UnixConn is copied this way only if its
+// socket is non-blocking.
 //
 // An idle spliced session also gives back a goroutine. Join's caller runs
 // the client -> upstream direction and waits on the client; the other
@@ -55,9 +47,8 @@
 // socket is registered for one readiness event in an epoll instance that
 // the package shares, and the goroutine returns. Data, a FIN or a reset
 // from the upstream starts a new one, as do a stop and the end of the
-// other direction. An idle session then holds one goroutine, with a stack
-// that stays at Go's minimum 2 KiB, and the package holds one goroutine
-// and one epoll fd while any session is parked.
+// other direction. The package holds one goroutine and one epoll fd while
+// any session is parked (see the ledger in bench/README.md).
 //
 // # Ending, half-close and reuse
 //

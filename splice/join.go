@@ -91,14 +91,9 @@ func Join(ctx context.Context, client, upstream net.Conn, opt Options) Result {
 }
 
 // JoinTo is Join, writing the Result to *res (which must not be nil)
-// instead of returning it.
-//
-// It is for callers that hold many sessions, most of them idle: a Result
-// is 272 bytes, and with Join it sits on the caller's stack, under the
-// copy, for the whole life of the session. With res in the caller's own
-// per-session state on the heap, the frames under the copy stay small
-// enough for the goroutine's stack to stay at its minimum size (2 KiB),
-// instead of doubling.
+// instead of returning it. It is for callers that hold many sessions and
+// keep res in their per-session state on the heap, off the stack under
+// the copy (see the ledger in bench/README.md).
 func JoinTo(ctx context.Context, client, upstream net.Conn, opt Options, res *Result) {
 	s := newSession(client, upstream, opt)
 	s.run(ctx)

@@ -17,10 +17,8 @@ type pipe struct {
 	cleanup runtime.Cleanup
 }
 
-// Pipes are sized to 1 MiB with F_SETPIPE_SZ, as Go's own splice does: on
-// loopback 1 MiB pipes measured about 0.6x the CPU per GB of 64 KiB ones
-// (and 256 KiB ones 0.8x), since each splice(2) can then move all the
-// socket holds. The kernel charges a user's pipes by capacity: while an
+// Pipes are sized to 1 MiB with F_SETPIPE_SZ, as Go's own splice does
+// (see the ledger in bench/README.md). The kernel charges a user's pipes by capacity: while an
 // unprivileged user is past fs.pipe-user-pages-soft (64 MiB by default),
 // F_SETPIPE_SZ fails (the pipe keeps working at its smaller size) and new
 // pipes get 8 KiB. So the pool keeps at most 32 idle pipes (32 MiB of that

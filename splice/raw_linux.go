@@ -10,17 +10,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Why the copy's small reads and writes, and its shutdown, are raw
-// calls is in the package doc. MSG_DONTWAIT keeps them from waiting even
-// on a socket whose O_NONBLOCK was cleared behind its conn's back
-// (File().Fd() does that). The price of a raw call is that the processor
-// stays with it while the kernel runs it, even if it preempts the thread
-// there.
-//
-// Bulk moves (splice(2) through the pipe) keep unix.Syscall: they are
-// long, and letting the scheduler run other work meanwhile pays off.
-// With raw calls there, 16 streams moved 12-21% fewer bytes per second
-// at 4-18% more CPU per byte.
+// The copy's small reads and writes, and its shutdown, are raw calls;
+// bulk moves (splice(2) through the pipe) keep unix.Syscall (see the
+// ledger in bench/README.md). MSG_DONTWAIT keeps the raw calls from
+// waiting even on a socket whose O_NONBLOCK was cleared behind its conn's
+// back (File().Fd() does that).
 //
 // Linux on 386 and s390x reaches recv, send and shutdown only through
 // socketcall before Linux 4.3: raw_socketcall_linux.go keeps unix.Read,

@@ -120,8 +120,7 @@ type DirResult struct {
 	Spliced bool
 	// SplicedBytes is the number of bytes delivered by splice(2), without
 	// passing through user space (at most Written). Short messages are
-	// copied through a buffer instead: for them a read and a write cost
-	// less than splice(2)'s four calls.
+	// copied through a buffer instead.
 	SplicedBytes int64
 	// End says how this direction ended.
 	End End

@@ -137,8 +137,8 @@ func (s *session) begin(ctx context.Context) {
 
 // run copies both ways until the session ends: the client -> upstream
 // direction on Join's caller, the other on a goroutine of its own
-// (copyToClient). It stays out of Join's frame, so that only its own
-// small frame is on the stack under the copy.
+// (copyToClient). It is kept out of Join's frame (see the ledger in
+// bench/README.md).
 //
 //go:noinline
 func (s *session) run(ctx context.Context) {
@@ -488,11 +488,8 @@ func (s *session) passFIN(to Side) bool {
 
 // finish runs after both directions returned: it makes sure no callback
 // can set a deadline any more, clears the deadlines and builds the result.
-//
-// It runs at the bottom of Join's caller's stack, so its frame and the
-// halt below it are kept small: a Result built here as one value would
-// take 700 bytes of frame, and halt's calls (the ctx callback's removal
-// among them) would then grow a 2 KiB stack for every session.
+// Its callees are kept out of its frame (see the ledger in
+// bench/README.md).
 func (s *session) finish(r *Result) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -110,8 +110,8 @@ func streamSocket(c net.Conn) (net.Conn, syscall.RawConn, bool) {
 // Write. It alternates one RawConn.Read of the source, whose callback
 // reads one chunk (kernelRead), with one RawConn.Write of the
 // destination that delivers it. The two are siblings rather than nested
-// (a write inside the read callback) to keep the stack shallow: the
-// goroutine of an idle session then never grows past its first 2 KiB.
+// (a write inside the read callback), to keep the stack shallow (see the
+// ledger in bench/README.md).
 //
 // Each read goes into a small buffer; a read that fills it means a bulk
 // transfer, which then moves with splice(2) through a pipe until the
