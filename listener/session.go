@@ -292,11 +292,8 @@ func (l *ProxyListener) reportCopied(s *session, clientAddr net.Addr, src pool.S
 }
 
 // getUpstream takes an upstream from the pool under GetTimeout (and
-// Close). An idle one needs no wait, so no timer: TryGet first.
+// Close).
 func (l *ProxyListener) getUpstream() (pool.Lease, error) {
-	if lease, ok := l.pool.TryGet(); ok {
-		return lease, nil
-	}
 	ctx, cancel := context.WithTimeout(l.hardCtx, l.cfg.getTimeout())
 	defer cancel()
 	return l.pool.Get(ctx)

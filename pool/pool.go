@@ -152,24 +152,6 @@ func (p *Pool) Get(ctx context.Context) (Lease, error) {
 	}
 }
 
-// TryGet is Get without the wait: it returns an idle connection that
-// passes its checks (the most recently used, else a fresh spare) and
-// true, or false at once when none is idle or the pool is closed. It
-// never dials, so it needs no ctx; callers fall back to Get.
-func (p *Pool) TryGet() (Lease, bool) {
-	for {
-		p.mu.Lock()
-		c := p.takeIdleLocked()
-		p.mu.Unlock()
-		if c == nil {
-			return Lease{}, false
-		}
-		if p.vet(c) {
-			return p.handOut(c, c.source()), true
-		}
-	}
-}
-
 // vet waits out c's Settle time and checks it for hand-out; a conn that
 // fails is closed and counted. c is counted in use; the caller owns it.
 func (p *Pool) vet(c *pconn) bool {
