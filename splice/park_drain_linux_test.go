@@ -23,6 +23,8 @@ import (
 func TestParkDeadlineBeforeDrain(t *testing.T) {
 	clientEnd, clientJoin := tcpPair(t)
 	upstreamEnd, upstreamJoin := tcpPair(t)
+	clientEnd.SetDeadline(time.Now().Add(time.Minute))
+	upstreamEnd.SetDeadline(time.Now().Add(time.Minute))
 	s := newSession(clientJoin, upstreamJoin, Options{Reuse: true, DrainTimeout: time.Minute})
 	if !s.down.res.Spliced {
 		t.Skip("not spliced")
