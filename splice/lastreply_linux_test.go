@@ -18,9 +18,9 @@ import (
 // sending to it; the copy toward the side that left fails. The last
 // message must still be delivered. To hold it back until that failure,
 // it sits behind a bulk that the receiving end does not read yet, so the
-// direction that carries it is blocked delivering; testHookWriteEnded
-// says when the failed write has been handled, and only then does the
-// receiving end read. Linux only: the sender waits for its send queue
+// direction that carries it is blocked delivering; the session's test
+// hook (writesEnded) says when the failed write has been handled, and
+// only then does the receiving end read. Linux only: the sender waits for its send queue
 // to empty (SIOCOUTQ) before it resets, so that the reset does not
 // discard the message in its own kernel.
 
