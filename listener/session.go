@@ -23,10 +23,8 @@ type session struct {
 	upstream atomic.Pointer[net.Addr]
 
 	// lease and res belong to serveSession's goroutine. They live here,
-	// on the heap, rather than on its frame, which stays on the stack
-	// under the copy for the whole session: with small frames the
-	// goroutine's stack never grows past its first 2 KiB (see
-	// splice.JoinTo).
+	// not on its frame, which stays under the copy for the whole session
+	// (small frames: see the ledger in bench/README.md).
 	lease pool.Lease
 	res   splice.Result
 }
@@ -111,12 +109,10 @@ func (l *ProxyListener) startSession(c net.Conn) bool {
 // serveSession runs one session from getting an upstream to releasing
 // it. It is a named function so that it is recognisable in stack dumps.
 //
-// Its frame, and those of the functions it calls, are kept small: this
-// goroutine's stack is most of what an idle session costs, and Go grows
-// a stack by doubling it, never shrinking it back while the session
-// lives. Whatever is large lives in s (the lease, the Result) or in the
-// frames of endFailed and reportCopied (the SessionInfo), which come
-// after the copy.
+// Its frame, and those of the functions it calls, are kept small: what
+// is large lives in s (the lease, the Result) or in the frames of
+// endFailed and reportCopied (the SessionInfo), after the copy (see the
+// ledger in bench/README.md).
 func (l *ProxyListener) serveSession(s *session) {
 	defer l.sessionDone(s)
 	if l.acquire(s) {
@@ -177,13 +173,10 @@ func (l *ProxyListener) endFailed(s *session, err error) {
 // releases the upstream with the verdict, records, logs and reports, and
 // then finishes a lingering close of the client.
 //
-// Release (and a Reset hook such as a fence, under it) runs deepest on
-// this goroutine's stack, so endCopied's frame stays small. The
-// SessionInfo, 400 bytes, is built only when a log record or
-// OnSessionEnd wants it, in reportCopied, after Release returned: on this
-// path every frame counts, since a 2 KiB stack that overflows is copied
-// into one twice its size, which costs more than the rest of the
-// session's user-space work.
+// Release (and a Reset under it) runs deepest on this goroutine's
+// stack, so endCopied's frame stays small: the SessionInfo is built only
+// when a log record or OnSessionEnd wants it, in reportCopied, after
+// Release returned.
 //
 //go:noinline
 func (l *ProxyListener) endCopied(s *session) {

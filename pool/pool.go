@@ -416,12 +416,9 @@ const dialWorkerIdle = time.Second
 
 // runDialLocked runs dial on an idle dial worker, or on a new one. It is
 // called with p.mu held while the pool is open, so that Close cannot be
-// waiting for p.wg yet.
-//
-// Dials run on workers that outlive them because net.Dialer needs about
-// 5 KiB of stack: a goroutine per dial would start at 2 KiB and have its
-// stack copied twice, to 4 and to 8 KiB, for every dial, which under
-// churn costs more CPU than the rest of the goroutine's work.
+// waiting for p.wg yet. Workers outlive their dials, so that a dial does
+// not grow a new goroutine's stack each time (see the ledger in
+// bench/README.md).
 func (p *Pool) runDialLocked(dial func()) {
 	select {
 	case p.dialWork <- dial:

@@ -18,10 +18,8 @@ type doomed struct {
 }
 
 // maxSpareDials bounds the keeper's dials in flight while the upstream
-// answers; below it, every missing spare is dialed at once. One dial at
-// a time fell behind under churn: at 3300 sessions a second with 16
-// spares, 41% of the sessions found none and dialed themselves, their
-// connect on their client's time; 4 at a time left 25%.
+// answers; below it, every missing spare is dialed at once (see the
+// ledger in bench/README.md).
 const maxSpareDials = 64
 
 // spareDialLimit is how many spare dials the keeper keeps in flight
