@@ -125,12 +125,8 @@ type Config struct {
 
 	// Reuse is the reuse policy. The zero value is ReuseNever.
 	Reuse Policy
-	// Reset returns a used connection to a neutral state, in bytes and in
-	// protocol state, before it is kept: required with ReuseIfVerified,
-	// ignored otherwise. Use RedisReset or MemcachedReset for those
-	// servers, Fence for a protocol whose marker also resets its state,
-	// or a Func of your own. An error closes the connection
-	// (ClosedResetFailed).
+	// Reset returns a used connection to a neutral state before it is
+	// kept (see Reset): required with ReuseIfVerified, ignored otherwise.
 	Reset Reset
 	// ResetTimeout bounds Reset.Func. Zero means DefaultResetTimeout.
 	ResetTimeout time.Duration

@@ -151,20 +151,11 @@ func (l Lease) Release(v Verdict) Outcome {
 // release decides on a connection whose lease was just released, then
 // keeps or closes it. c counts as in use until it is placed or retired.
 func (p *Pool) release(c *pconn, v Verdict) Outcome {
-	out := p.judge(c, v)
-	if out == OutcomeNone {
-		p.mu.Lock()
-		p.inUse--
-		out = p.placeLocked(c)
-		p.mu.Unlock()
-		if out.Kept() {
-			return out
-		}
-		p.retire(c, out, false)
+	if out := p.judge(c, v); out != OutcomeNone {
+		p.retire(c, out, true)
 		return out
 	}
-	p.retire(c, out, true)
-	return out
+	return p.place(c, true)
 }
 
 // judge runs Release's checks on c in order, without holding the lock,
@@ -172,7 +163,7 @@ func (p *Pool) release(c *pconn, v Verdict) Outcome {
 // be kept (MaxIdle and Close are decided by placeLocked):
 //
 //  1. the pool is open;
-//  2. the policy and the verdict allow keeping it (allowed);
+//  2. the policy and the verdict allow keeping it;
 //  3. it is not past MaxLifetime, nor, untouched, past IdleTimeout (aged);
 //  4. its deadlines clear;
 //  5. given back untouched and never used: not dead (vetPeek), as at
@@ -186,8 +177,8 @@ func (p *Pool) judge(c *pconn, v Verdict) Outcome {
 	switch {
 	case p.closed.Load():
 		return ClosedPoolClosed
-	case !untouchedFresh && !p.allowed(v):
-		return ClosedNotClean
+	case !untouchedFresh && (p.s.reuse == ReuseNever || (v.Used && !v.Clean)):
+		return ClosedNotClean // the policy or the verdict forbids keeping it
 	}
 	if p.s.maxLifetime > 0 || p.s.idleTimeout > 0 {
 		// An untouched conn has been idle, as the upstream sees it, since
@@ -204,11 +195,6 @@ func (p *Pool) judge(c *pconn, v Verdict) Outcome {
 		return vetPeek(c)
 	}
 	return p.vetReleased(c, v)
-}
-
-// allowed reports whether the policy may keep a conn with verdict v.
-func (p *Pool) allowed(v Verdict) bool {
-	return p.s.reuse != ReuseNever && (!v.Used || v.Clean)
 }
 
 // vetReleased makes sure a used conn is neutral before it is kept: a

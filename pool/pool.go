@@ -274,8 +274,8 @@ func (p *Pool) awaitGrant(ctx context.Context, w *waiter) (Lease, error) {
 	}
 	p.mu.Lock()
 	granted := w.granted
-	if !granted {
-		p.removeWaiterLocked(w)
+	if i := slices.Index(p.waiters, w); !granted && i >= 0 {
+		p.waiters = slices.Delete(p.waiters, i, i+1)
 	}
 	p.mu.Unlock()
 	if granted {
@@ -291,12 +291,6 @@ func (p *Pool) noteWait(start time.Time) {
 	p.mu.Lock()
 	p.waitTime += d
 	p.mu.Unlock()
-}
-
-func (p *Pool) removeWaiterLocked(w *waiter) {
-	if i := slices.Index(p.waiters, w); i >= 0 {
-		p.waiters = slices.Delete(p.waiters, i, i+1)
-	}
 }
 
 // popWaiterLocked removes and returns the oldest waiter, or nil.
@@ -318,13 +312,7 @@ func (w *waiter) grantLocked(g grant) {
 func (p *Pool) giveBack(g grant) {
 	switch {
 	case g.c != nil:
-		p.mu.Lock()
-		p.inUse--
-		out := p.placeLocked(g.c)
-		p.mu.Unlock()
-		if !out.Kept() {
-			p.retire(g.c, out, false)
-		}
+		p.place(g.c, true)
 	case g.slot:
 		p.mu.Lock()
 		p.dialing--
@@ -397,13 +385,13 @@ func (p *Pool) dialInto(w *waiter) {
 		p.retire(c, ClosedPoolClosed, false)
 		return
 	}
-	if !w.gone {
+	out := KeptFresh // granted to w
+	if w.gone {
+		out = p.placeLocked(c)
+	} else {
 		p.inUse++
 		w.grantLocked(grant{c: c})
-		p.mu.Unlock()
-		return
 	}
-	out := p.placeLocked(c)
 	p.mu.Unlock()
 	if !out.Kept() {
 		p.retire(c, out, false)
@@ -468,6 +456,22 @@ func (p *Pool) dial() (*pconn, error) {
 		return nil, fmt.Errorf("pool: dial: clearing deadlines: %w", err)
 	}
 	return newPconn(p, conn, time.Now()), nil
+}
+
+// place puts c back into the pool (placeLocked), or closes it when there
+// is no room or the pool is closed, and reports which. inUse says
+// whether c is still counted in use.
+func (p *Pool) place(c *pconn, inUse bool) Outcome {
+	p.mu.Lock()
+	if inUse {
+		p.inUse--
+	}
+	out := p.placeLocked(c)
+	p.mu.Unlock()
+	if !out.Kept() {
+		p.retire(c, out, false)
+	}
+	return out
 }
 
 // placeLocked puts a conn that is not counted in use back into the pool:

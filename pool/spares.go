@@ -38,16 +38,15 @@ func (p *Pool) keepSpares() {
 	sweep := time.NewTicker(p.s.sweepEvery())
 	defer sweep.Stop()
 	var (
-		down      bool // a dial failed, and none succeeded since
-		failures  int  // failed dials since down (for the log)
-		backoffs  int  // backoffs since down (for the delay)
+		failures  int // failed dials since the last success: down while > 0
+		backoffs  int // backoffs since the last success (for the delay)
 		downSince time.Time
 		buf       []doomed
 		inFlight  int
 	)
 	for {
 		limit := p.s.spareDialLimit()
-		if down {
+		if failures > 0 {
 			limit = 1 // probe a failing upstream with one dial
 		}
 		for inFlight < limit && p.startSpareDial() {
@@ -59,20 +58,19 @@ func (p *Pool) keepSpares() {
 		case err := <-p.spareDone:
 			inFlight--
 			if err == nil {
-				if down {
+				if failures > 0 {
 					p.s.log.Info("pool: upstream recovered",
 						"down_for", time.Since(downSince).Round(time.Millisecond),
 						"failed_dials", failures)
-					down, failures, backoffs = false, 0, 0
+					failures, backoffs = 0, 0
 				}
 				continue
 			}
 			if p.closed.Load() {
 				return
 			}
-			failures++
-			if !down {
-				down, downSince = true, time.Now()
+			if failures++; failures == 1 {
+				downSince = time.Now()
 				p.s.log.Warn("pool: upstream down", "err", err)
 			}
 			if inFlight > 0 {
@@ -115,18 +113,19 @@ func (p *Pool) dialSpare() {
 	p.mu.Lock()
 	p.dialing--
 	p.spareDials--
+	out := OutcomeNone
 	if err != nil {
 		p.freeSlotLocked()
-		p.mu.Unlock()
-		p.spareDone <- err
-		return
+	} else {
+		// Placed under the same lock that stops counting the dial, so
+		// that the keeper never sees a spare missing that is neither.
+		out = p.placeLocked(c)
 	}
-	out := p.placeLocked(c)
 	p.mu.Unlock()
-	if !out.Kept() {
+	if err == nil && !out.Kept() {
 		p.retire(c, out, false)
 	}
-	p.spareDone <- nil
+	p.spareDone <- err
 }
 
 // backOff waits after the failures-th failed dial in a row, sweeping
