@@ -157,7 +157,7 @@ func exchange(t *testing.T, s *testSession, req, rep string) {
 }
 
 // checkUsable checks that Join left both conns open and without
-// deadlines: the article DESIGN.md quotes left its past deadline in
+// deadlines: a well-known pooling proxy design left its past deadline in
 // place, and the next borrower's first read failed.
 func checkUsable(t *testing.T, s *testSession) {
 	t.Helper()
