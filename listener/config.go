@@ -16,8 +16,8 @@ const (
 	DefaultGetTimeout = 10 * time.Second
 	// DefaultHandshakeTimeout bounds a TLS client's handshake.
 	DefaultHandshakeTimeout = 10 * time.Second
-	// DefaultVerifiedDrainTimeout is the drain limit when the pool
-	// verifies each used conn with a Reset hook such as a fence.
+	// DefaultVerifiedDrainTimeout is the drain limit when the pool's
+	// Reset drains (pool.Pool.ResetDrains).
 	DefaultVerifiedDrainTimeout = 5 * time.Millisecond
 	// DefaultSpares is the number of warm spares the pool made by NewAddr keeps.
 	DefaultSpares = 4
@@ -38,12 +38,11 @@ type Config struct {
 	// DrainTimeout is the drain limit used when the pool may reuse the
 	// upstream (splice.Options.DrainTimeout): after the client's FIN, a
 	// reply still owed is relayed until the upstream has been quiet this
-	// long. Zero means DefaultVerifiedDrainTimeout when the pool's policy
-	// is pool.ReuseIfVerified (its Reset reads whatever is sent late, so
-	// a long quiet wait only keeps the upstream from the next client),
-	// else splice.DefaultDrainTimeout. When the pool's Reset drains
-	// (pool.Pool.ResetDrains), a session whose client sent its FIN with
-	// no reply owed ends at once, without this wait
+	// long. Zero means DefaultVerifiedDrainTimeout when the pool's Reset
+	// drains (pool.Pool.ResetDrains: it reads whatever is sent late, so a
+	// long quiet wait only keeps the upstream from the next client), else
+	// splice.DefaultDrainTimeout. With such a Reset, a session whose client
+	// sent its FIN with no reply owed ends at once, without this wait
 	// (splice.Options.DrainOwedOnly), so that the Reset runs as soon as
 	// the client is gone.
 	DrainTimeout time.Duration
@@ -96,11 +95,11 @@ func (c *Config) getTimeout() time.Duration {
 	return DefaultGetTimeout
 }
 
-func (c *Config) drainTimeout(policy pool.Policy) time.Duration {
+func (c *Config) drainTimeout(resetDrains bool) time.Duration {
 	switch {
 	case c.DrainTimeout > 0:
 		return c.DrainTimeout
-	case policy == pool.ReuseIfVerified:
+	case resetDrains:
 		return DefaultVerifiedDrainTimeout
 	}
 	return splice.DefaultDrainTimeout

@@ -81,7 +81,7 @@ func New(ln net.Listener, p *pool.Pool, cfg Config) (*ProxyListener, error) {
 		linger:   LingerTimeout,
 		opts: splice.Options{
 			IdleTimeout:   cfg.SessionIdleTimeout,
-			DrainTimeout:  cfg.drainTimeout(p.Policy()),
+			DrainTimeout:  cfg.drainTimeout(p.ResetDrains()),
 			Reuse:         p.Policy() != pool.ReuseNever,
 			DrainOwedOnly: p.ResetDrains(),
 		},

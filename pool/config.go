@@ -26,7 +26,8 @@ const (
 	// selected databases, transactions). Effective on Unix only; elsewhere
 	// used connections are closed (see the package doc).
 	ReuseIfClean
-	// ReuseIfVerified also requires Config.Reset (for example a Fence) to
+	// ReuseIfVerified also requires Config.Reset (RedisReset,
+	// MemcachedReset, or a Fence for a protocol without session state) to
 	// return the connection to a neutral state. Effective on Unix only.
 	ReuseIfVerified
 )
@@ -102,9 +103,9 @@ type Config struct {
 	// connections kept idle when it is above Spares: a lease given back
 	// untouched, or a dial that landed after its caller gave up, is kept
 	// while fewer than max(Spares, MaxIdle) fresh ones wait. Zero keeps
-	// none, so a Reuse policy other than ReuseNever needs it set
-	// (DefaultMaxIdle is a fair start): New rejects the two together.
-	// Negative is an error.
+	// none: a Reuse policy other than ReuseNever then reuses nothing, so
+	// set it with one (DefaultMaxIdle is a fair start). Negative is an
+	// error.
 	MaxIdle int
 	// MaxOpen caps all connections: idle (spares and used), in use, and
 	// dials in flight. Zero means no cap. Callers beyond it wait in FIFO
@@ -231,9 +232,6 @@ func (cfg *Config) validate() (settings, error) {
 	}
 	if cfg.Reuse > ReuseIfVerified {
 		return s, fmt.Errorf("pool: Config.Reuse: unknown policy %d", uint8(cfg.Reuse))
-	}
-	if cfg.Reuse != ReuseNever && cfg.MaxIdle == 0 {
-		return s, fmt.Errorf("pool: Config.MaxIdle: 0 keeps no used connection, so Reuse %s would reuse none (DefaultMaxIdle is %d)", cfg.Reuse, DefaultMaxIdle)
 	}
 	if cfg.Reuse == ReuseIfVerified {
 		if cfg.Reset.Func == nil {

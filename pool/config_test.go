@@ -34,9 +34,9 @@ func TestConfigValidation(t *testing.T) {
 		{"negative dial timeout", Config{Dial: dial, DialTimeout: -1}, "pool: Config.DialTimeout:"},
 		{"negative reset timeout", Config{Dial: dial, ResetTimeout: -1}, "pool: Config.ResetTimeout:"},
 		{"negative max idle", Config{Dial: dial, MaxIdle: -1}, "pool: Config.MaxIdle: -1 is negative"},
-		// MaxIdle zero keeps none, as the proxy's -max-idle 0 does, so a
-		// reuse policy with it would reuse nothing.
-		{"reuse without max idle", Config{Dial: dial, Reuse: ReuseIfClean}, "pool: Config.MaxIdle: 0 keeps no used connection"},
+		// MaxIdle zero keeps none, as the proxy's -max-idle 0 does: valid
+		// with a reuse policy, which then reuses nothing.
+		{"reuse without max idle", Config{Dial: dial, Reuse: ReuseIfClean}, ""},
 		{"unknown policy", Config{Dial: dial, MaxIdle: DefaultMaxIdle, Reuse: 9}, "pool: Config.Reuse: unknown policy 9"},
 		{"verified without reset", Config{Dial: dial, MaxIdle: DefaultMaxIdle, Reuse: ReuseIfVerified}, "pool: Config.Reset.Func: required with Reuse ReuseIfVerified"},
 	}
