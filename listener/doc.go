@@ -6,7 +6,8 @@
 // upstream connection from a pool.Pool, and copies bytes both ways with
 // splice.Join until one side ends. It then closes the client and gives
 // the upstream back to the pool with the session's verdict; the pool keeps
-// it only when it is safe for the next client. A client that may still be
+// it only as its reuse policy allows (package pool says what each policy
+// proves). A client that may still be
 // sending (its upstream answered and went away, say) is not closed
 // outright, which would make its kernel send a reset that can destroy
 // the last reply before the client read it: it gets a FIN, and what it
@@ -27,6 +28,7 @@
 // Every accepted connection ends in one place: a client for which no
 // upstream could be had within Config.GetTimeout is closed at once, the
 // reason is logged and counted, and Serve goes on serving the others.
-// Each session runs on its own goroutine (two, while copying); Shutdown
-// and Close wait for all of them, and for the upstreams' release.
+// Each session runs on its own goroutine, and on a second one while its
+// upstream sends (package splice); Shutdown and Close wait for all of
+// them, and for the upstreams' release.
 package listener

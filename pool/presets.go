@@ -152,7 +152,10 @@ func lastLine(b []byte) []byte {
 // memcached's text and meta protocols keep no state per connection, so a
 // drained conn is neutral. Its marker is fixed, so it has Fence's Settle
 // time and limit (see Fence). A server without meta commands answers
-// ERROR, which fails the Reset with ErrResetRefused (logged once).
+// ERROR, which fails the Reset with ErrResetRefused (logged once). So
+// does an ERROR still owed to the previous client that is read on its
+// own: the conn is closed, which is safe, and the log line is then a
+// false alarm.
 //
 // Never reuse connections of memcached's binary protocol that a client
 // authenticated with SASL: the login stays on the connection, and this

@@ -34,11 +34,11 @@ type Options struct {
 	DrainTimeout time.Duration
 
 	// DrainOwedOnly, with Reuse, ends the session at the client's FIN
-	// (EndDrained) when the last byte before it moved toward the client,
-	// instead of relaying until the upstream has been quiet for
-	// DrainTimeout; a reply still owed is drained as above. It is for a
-	// caller whose next step reads whatever the upstream sends late
-	// anyway, such as a pool whose Reset drains (pool.Reset.Drains):
+	// (EndDrained) when no reply is owed (no byte moved, or the last one
+	// moved toward the client), instead of relaying until the upstream has
+	// been quiet for DrainTimeout; a reply still owed is drained as above.
+	// It is for a caller whose next step reads whatever the upstream sends
+	// late anyway, such as a pool whose Reset drains (pool.Reset.Drains):
 	// waiting would only keep the upstream, with the departed client's
 	// state (a subscription, say), alive for longer.
 	DrainOwedOnly bool
@@ -47,7 +47,7 @@ type Options struct {
 // Join copies bytes both ways between client and upstream until the
 // session ends, and reports how it ended. It runs the client -> upstream
 // direction on the calling goroutine and the upstream -> client direction
-// on a goroutine of its own (copyToClient), and returns only after both
+// on a goroutine of its own, and returns only after both
 // have returned: no goroutine, timer or file descriptor of the session
 // outlives the call (the pipes it spliced through go back, empty, to a
 // pool that all sessions share; see the package documentation).

@@ -95,7 +95,8 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	flags.Var(durationValue{d: &cfg.dialTimeout}, "dial-timeout", "bound on one upstream dial, TLS handshake included (`d`; 0: library default)")
 	flags.Var(durationValue{d: &cfg.getTimeout}, "get-timeout", "bound on a client's wait for an upstream conn before it is closed (`d`; 0: library default)")
 	flags.Var(durationValue{d: &cfg.sessionIdle}, "session-idle-timeout", "end a session when no byte moved either way for `d` (0: never)")
-	flags.Var(durationValue{d: &cfg.drain}, "drain-timeout", "with reuse: after the client's FIN, relay the reply until the upstream is quiet for `d` (0: 50ms, or 5ms with a fence, which drains late replies itself)")
+	flags.Var(durationValue{d: &cfg.drain}, "drain-timeout", "with reuse: after the client's FIN, relay a reply still owed until the upstream is quiet for `d` (0: 50ms, or 5ms with -protocol or a fence, "+
+		"whose reset drains late replies itself; then a FIN with no reply owed ends the session at once)")
 	flags.Var(durationValue{d: &cfg.shutdownGrace}, "shutdown-grace", "on SIGINT/SIGTERM, let sessions finish for `d`, then cut them (0 cuts at once)")
 	flags.Var(&bytesValue{b: &cfg.fenceSend}, "fence-send", "verified reuse for a protocol -protocol does not know: `bytes` written to a used upstream conn "+
 		"before it is kept (escapes \\r \\n \\t \\\\ \\xNN). They must also reset the protocol's session state: a fence that only "+

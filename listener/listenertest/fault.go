@@ -18,6 +18,8 @@ const (
 	Both = Upstream | Downstream
 )
 
+// String returns "upstream", "downstream", "both" or "none", as
+// failure messages show a direction.
 func (d Direction) String() string {
 	switch d {
 	case 0:
@@ -335,6 +337,8 @@ func Drop() Action { return Action{kind: actDrop} }
 // Reset drops the chunk and resets the session (see Session.Reset).
 func Reset() Action { return Action{kind: actReset} }
 
+// String names the action ("Pass", "Drop", "Reset", or "Delay(d)"), as
+// failure messages show it.
 func (a Action) String() string {
 	switch a.kind {
 	case actDelay:

@@ -112,14 +112,17 @@ func WithSeed(seed uint64) Option {
 }
 
 // WithPool changes the pool's configuration before the pool is made. The
-// defaults are the pool's own, with no spares (so dial faults hit each
-// session's own dial) and ReuseNever. If fn sets Dial, the forwarder's
-// dial faults wrap it; Addr is the upstream given to New.
+// defaults are the pool's own, except MaxIdle, which is
+// pool.DefaultMaxIdle so that WithReuse alone reuses: no spares (so dial
+// faults hit each session's own dial) and ReuseNever. If fn sets Dial,
+// the forwarder's dial faults wrap it; Addr is the upstream given to New.
 func WithPool(fn func(*pool.Config)) Option {
 	return func(o *options) { o.poolFns = append(o.poolFns, fn) }
 }
 
-// WithReuse sets the pool's reuse policy (pool.Config.Reuse).
+// WithReuse sets the pool's reuse policy (pool.Config.Reuse). With
+// pool.ReuseIfVerified, also set pool.Config.Reset with WithPool, or New
+// fails.
 func WithReuse(p pool.Policy) Option {
 	return WithPool(func(c *pool.Config) { c.Reuse = p })
 }

@@ -98,6 +98,7 @@ type SessionState struct {
 	Info  listener.SessionInfo
 }
 
+// String formats the state on one line, for failure messages.
 func (st SessionState) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "session %d (client %v): ", st.ID, st.ClientAddr)
@@ -206,6 +207,7 @@ func (s *Session) CloseWrite(dir Direction) error {
 	return err
 }
 
+// String formats the session's current state (see SessionState.String).
 func (s *Session) String() string { return s.State().String() }
 
 // shut closes the client conn, with an RST if reset, once; it ends every
