@@ -177,14 +177,22 @@ func TestLoadCatchesFaults(t *testing.T) {
 	}
 }
 
-func TestEchoFence(t *testing.T) {
+// dialEcho starts the test upstreams and dials the echo server, with a
+// 5 s deadline; the conn is closed when the test ends.
+func dialEcho(t *testing.T) (*Upstreams, net.Conn) {
+	t.Helper()
 	u := startTestUpstreams(t)
 	c, err := net.Dial("tcp", u.Addr(kindEcho))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(5 * time.Second))
+	return u, c
+}
+
+func TestEchoFence(t *testing.T) {
+	u, c := dialEcho(t)
 	for _, tt := range []struct{ send, want string }{
 		{"PING\r\n", "+PONG\r\n"},
 		{"hello", "hello"},
@@ -209,13 +217,7 @@ func TestEchoFence(t *testing.T) {
 // TestEchoRedisReset sends the echo server pool.RedisReset's write (and
 // near misses, which are echoed) on one conn.
 func TestEchoRedisReset(t *testing.T) {
-	u := startTestUpstreams(t)
-	c, err := net.Dial("tcp", u.Addr(kindEcho))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	u, c := dialEcho(t)
 	tok := strings.Repeat("0123456789abcdef", 2)
 	reset := "ECHO " + tok + "1\r\nRESET\r\nECHO " + tok + "2\r\n"
 	want := "$33\r\n" + tok + "1\r\n+RESET\r\n$33\r\n" + tok + "2\r\n"
