@@ -19,7 +19,11 @@ func TestConcurrentEcho(t *testing.T) {
 	sizes := []int{1, 100, smallSize - 1, smallSize, smallSize + 1, 256 << 10}
 	var wg sync.WaitGroup
 	for i := range sessions {
-		s := startSession(t, tcpT, tcpT, Options{})
+		tr := tcpT
+		if i%2 == 1 {
+			tr = tcpT.parking(200 * time.Microsecond) // parked sessions among busy ones
+		}
+		s := startSession(t, tr, tr, Options{})
 		s.bound(30 * time.Second)
 		size := sizes[i%len(sizes)]
 		wg.Add(2)

@@ -378,8 +378,14 @@ func TestNoCloseWrite(t *testing.T) {
 // TestIdleAfterFIN: the idle limit still ends a half-closed session whose
 // upstream never answers nor closes.
 func TestIdleAfterFIN(t *testing.T) {
+	for _, tr := range []transport{tcpT, tcpT.parking(200 * time.Microsecond)} {
+		t.Run(tr.name, func(t *testing.T) { testIdleAfterFIN(t, tr) })
+	}
+}
+
+func testIdleAfterFIN(t *testing.T, tr transport) {
 	const idle = 100 * time.Millisecond
-	s := startSession(t, tcpT, tcpT, Options{IdleTimeout: idle})
+	s := startSession(t, tr, tr, Options{IdleTimeout: idle})
 	s.bound(10 * time.Second)
 	s.clientEnd.(closeWriter).CloseWrite()
 	if got, err := readAll(s.upstreamEnd); got != "" || err != nil {
@@ -505,7 +511,13 @@ func TestReuseNoReply(t *testing.T) {
 // TestReuseUpstreamEOF: an upstream FIN makes the upstream unusable even
 // with Reuse; it is passed on, and so is the client's later FIN.
 func TestReuseUpstreamEOF(t *testing.T) {
-	s := startSession(t, tcpT, tcpT, Options{Reuse: true})
+	for _, tr := range []transport{tcpT, tcpT.parking(200 * time.Microsecond)} {
+		t.Run(tr.name, func(t *testing.T) { testReuseUpstreamEOF(t, tr) })
+	}
+}
+
+func testReuseUpstreamEOF(t *testing.T, tr transport) {
+	s := startSession(t, tr, tr, Options{Reuse: true})
 	s.bound(10 * time.Second)
 	write(t, s.upstreamEnd, "bye")
 	s.upstreamEnd.(closeWriter).CloseWrite()

@@ -27,14 +27,18 @@ import (
 // lastKind is a kind of conn the tests run over, made from TCP pairs
 // whose buffers they size: the spliced path, TLS, and the fallback copy.
 type lastKind struct {
-	name string
-	wrap func(t *testing.T, end, join net.Conn) (net.Conn, net.Conn)
+	name      string
+	wrap      func(t *testing.T, end, join net.Conn) (net.Conn, net.Conn)
+	parkAfter time.Duration // the session's park period; zero: the default
 }
 
 var lastKinds = []lastKind{
-	{"tcp", func(t *testing.T, end, join net.Conn) (net.Conn, net.Conn) { return end, join }},
-	{"tls", func(t *testing.T, end, join net.Conn) (net.Conn, net.Conn) { return tlsOver(t, end, join) }},
-	{"tcp-hidden", func(t *testing.T, end, join net.Conn) (net.Conn, net.Conn) { return end, hideConn{join} }},
+	{"tcp", func(t *testing.T, end, join net.Conn) (net.Conn, net.Conn) { return end, join }, 0},
+	// Parking between the steps of the race, as the old second CI pass
+	// (every idle copy parking after 200µs) made every test do.
+	{"tcp-park-200µs", func(t *testing.T, end, join net.Conn) (net.Conn, net.Conn) { return end, join }, 200 * time.Microsecond},
+	{"tls", func(t *testing.T, end, join net.Conn) (net.Conn, net.Conn) { return tlsOver(t, end, join) }, 0},
+	{"tcp-hidden", func(t *testing.T, end, join net.Conn) (net.Conn, net.Conn) { return end, hideConn{join} }, 0},
 }
 
 const (
@@ -103,7 +107,11 @@ type lastSession struct {
 
 func startLast(t *testing.T, k lastKind, opt Options, ended writesEnded) *lastSession {
 	t.Helper()
-	s := &lastSession{testSession: &testSession{done: make(chan Result, 1), tune: ended.tune}}
+	tune := func(s *session) {
+		ended.tune(s)
+		s.parkAfter = k.parkAfter
+	}
+	s := &lastSession{testSession: &testSession{done: make(chan Result, 1), tune: tune}}
 	s.clientRaw, s.joinClientRaw = sizedPair(t)
 	s.clientEnd, s.joinClient = k.wrap(t, s.clientRaw, s.joinClientRaw)
 	var joinRaw net.Conn
