@@ -358,7 +358,7 @@ func (s *session) drainLimitLocked() (next readNext, giveUp bool) {
 	d := &s.down
 	now := time.Since(s.start)
 	quietSince := max(s.finAt, d.lastRead)
-	owed := s.up.seq.Load() > d.seq.Load()
+	owed := s.replyOwed()
 	next = readAgain
 	switch {
 	case owed && now-s.finAt < s.opt.DrainTimeout:
@@ -437,6 +437,15 @@ func (s *session) endEOF(d *direction) {
 	}
 }
 
+// replyOwed reports whether a reply is owed to the client: the last
+// write to start was toward the upstream. A write toward the client that
+// has started carries the reply even before its seq is stored, as when
+// the client read it and sent its FIN before its writer ran again.
+func (s *session) replyOwed() bool {
+	us := s.up.seq.Load()
+	return us > 0 && s.seq.Load() == us
+}
+
 // beginDrainLocked holds the client's FIN back and sets the drain limit
 // as the upstream's read deadline. It is called with mu held.
 func (s *session) beginDrainLocked() {
@@ -444,12 +453,7 @@ func (s *session) beginDrainLocked() {
 	s.draining = true
 	s.down.parkReq = false // the drain limit replaces its deadline
 	s.finAt = now.Sub(s.start)
-	// A reply is owed when the client's last write was the last one to
-	// start: a write toward the client that started after it carries the
-	// reply, even if the client, having read it, sent its FIN before that
-	// write's seq was stored.
-	owed := s.up.seq.Load() > 0 && s.seq.Load() == s.up.seq.Load()
-	if s.opt.DrainOwedOnly && !owed {
+	if s.opt.DrainOwedOnly && !s.replyOwed() {
 		s.opt.DrainTimeout = 0 // the drain ends at once
 	}
 	s.uio.SetReadDeadline(now.Add(s.opt.DrainTimeout))
