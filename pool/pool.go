@@ -274,7 +274,8 @@ func (p *Pool) awaitGrant(ctx context.Context, w *waiter) (Lease, error) {
 	}
 	p.mu.Lock()
 	granted := w.granted
-	if i := slices.Index(p.waiters, w); !granted && i >= 0 {
+	if !granted { // still queued: leave the queue
+		i := slices.Index(p.waiters, w)
 		p.waiters = slices.Delete(p.waiters, i, i+1)
 	}
 	p.mu.Unlock()

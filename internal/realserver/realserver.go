@@ -12,10 +12,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,17 +56,7 @@ func Redis(tb testing.TB, directives ...string) *Server {
 		cmd := exec.Command(bin, "-")
 		cmd.Stdin = bytes.NewBufferString(conf)
 		return cmd
-	}, func(c net.Conn) error {
-		if _, err := c.Write([]byte("PING\r\n")); err != nil {
-			return err
-		}
-		buf := make([]byte, 64)
-		n, err := c.Read(buf)
-		if n > 0 && (bytes.HasPrefix(buf[:n], []byte("+PONG")) || bytes.HasPrefix(buf[:n], []byte("-NOAUTH"))) {
-			return nil
-		}
-		return fmt.Errorf("PING answered %q, %v", buf[:n], err)
-	})
+	}, answers("PING\r\n", "+PONG", "-NOAUTH"))
 }
 
 // Memcached starts memcached on a free loopback port (TCP only, 64 MiB).
@@ -78,17 +70,25 @@ func Memcached(tb testing.TB) *Server {
 			args = append(args, "-u", "root") // memcached refuses root otherwise
 		}
 		return exec.Command(bin, args...)
-	}, func(c net.Conn) error {
-		if _, err := c.Write([]byte("version\r\n")); err != nil {
+	}, answers("version\r\n", "VERSION "))
+}
+
+// answers returns a readiness probe: it sends send and wants a reply
+// that starts with one of want.
+func answers(send string, want ...string) func(net.Conn) error {
+	return func(c net.Conn) error {
+		if _, err := io.WriteString(c, send); err != nil {
 			return err
 		}
 		buf := make([]byte, 64)
 		n, err := c.Read(buf)
-		if n > 0 && bytes.HasPrefix(buf[:n], []byte("VERSION ")) {
-			return nil
+		for _, w := range want {
+			if strings.HasPrefix(string(buf[:n]), w) {
+				return nil
+			}
 		}
-		return fmt.Errorf("version answered %q, %v", buf[:n], err)
-	})
+		return fmt.Errorf("%q answered %q, %v", send, buf[:n], err)
+	}
 }
 
 // lookPath finds a server binary, or skips (or, under RequireEnv, fails)
