@@ -170,29 +170,32 @@ func drainSides(ch <-chan Side) {
 // kernel holds every byte (and the FIN) c wrote.
 func waitSent(t *testing.T, c *net.TCPConn) {
 	t.Helper()
-	rc, err := c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		n, ierr := 0, error(nil)
-		if err := rc.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) }); err != nil || ierr != nil {
-			t.Fatalf("SIOCOUTQ: %v %v", err, ierr)
-		}
+	waitSocket(t, c, func(fd int) (string, error) {
+		n, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ)
 		if n == 0 {
-			return
+			return "", err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d bytes still unsent", n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return fmt.Sprintf("%d bytes still unsent", n), err
+	})
 }
 
 // waitReset waits until the reset that c's peer sent has reached c: its
 // state is CLOSE, and a write to it fails.
 func waitReset(t *testing.T, c *net.TCPConn) {
+	t.Helper()
+	waitSocket(t, c, func(fd int) (string, error) {
+		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil || info.State == unix.BPF_TCP_CLOSE {
+			return "", err
+		}
+		return fmt.Sprintf("TCP state %d; want CLOSE", info.State), nil
+	})
+}
+
+// waitSocket polls c's socket with check until it reports nothing
+// pending (""), for at most 20 s; then, or on check's error, the test
+// fails.
+func waitSocket(t *testing.T, c *net.TCPConn, check func(fd int) (pending string, err error)) {
 	t.Helper()
 	rc, err := c.SyscallConn()
 	if err != nil {
@@ -200,16 +203,16 @@ func waitReset(t *testing.T, c *net.TCPConn) {
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		var info *unix.TCPInfo
-		var ierr error
-		if err := rc.Control(func(fd uintptr) { info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil || ierr != nil {
-			t.Fatalf("TCP_INFO: %v %v", err, ierr)
+		var pending string
+		var cerr error
+		if err := rc.Control(func(fd uintptr) { pending, cerr = check(int(fd)) }); err != nil || cerr != nil {
+			t.Fatalf("polling the socket: %v %v", err, cerr)
 		}
-		if info.State == unix.BPF_TCP_CLOSE {
+		if pending == "" {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("TCP state %d; want CLOSE", info.State)
+			t.Fatal(pending)
 		}
 		time.Sleep(time.Millisecond)
 	}
