@@ -14,14 +14,16 @@ import (
 )
 
 // ProxyListener forwards every connection accepted from a net.Listener to
-// an upstream connection taken from a pool. It is safe for concurrent use.
+// an upstream connection taken from a pool, or from a set of pools. It is
+// safe for concurrent use.
 //
-// Create it with New (a pool of your own) or NewAddr (an address), run
-// Serve, and stop it with Shutdown or Close.
+// Create it with New (a pool, or a balance.Set, of your own) or NewAddr
+// (an address), run Serve, and stop it with Shutdown or Close.
 type ProxyListener struct {
 	ln       net.Listener
-	pool     *pool.Pool
-	ownsPool bool // the pool was made by NewAddr and is closed with us
+	up       Upstream
+	getFor   ClientUpstream // up, when it picks by client; else nil
+	ownsPool bool           // the pool was made by NewAddr and is closed with us
 	cfg      Config
 	log      logger
 	opts     splice.Options
@@ -59,21 +61,22 @@ type ProxyListener struct {
 }
 
 // New returns a ProxyListener that accepts from ln and forwards to
-// connections from p. It takes ownership of ln (Shutdown and Close close
-// it) but not of p: close the pool after Shutdown or Close returned.
-func New(ln net.Listener, p *pool.Pool, cfg Config) (*ProxyListener, error) {
+// connections from p: a *pool.Pool, or a *balance.Set for several
+// servers. It takes ownership of ln (Shutdown and Close close it) but not
+// of p: close p after Shutdown or Close returned.
+func New(ln net.Listener, p Upstream, cfg Config) (*ProxyListener, error) {
 	if ln == nil {
 		return nil, errors.New("listener: New: nil net.Listener")
 	}
-	if p == nil {
-		return nil, errors.New("listener: New: nil *pool.Pool")
+	if p == nil || isNilPool(p) {
+		return nil, errors.New("listener: New: nil Upstream")
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	l := &ProxyListener{
 		ln:       ln,
-		pool:     p,
+		up:       p,
 		cfg:      cfg,
 		log:      logger{cfg.logger()},
 		done:     make(chan struct{}),
@@ -85,6 +88,9 @@ func New(ln net.Listener, p *pool.Pool, cfg Config) (*ProxyListener, error) {
 			Reuse:         p.Policy() != pool.ReuseNever,
 			DrainOwedOnly: p.ResetDrains(),
 		},
+	}
+	if cu, ok := p.(ClientUpstream); ok {
+		l.getFor = cu
 	}
 	if cfg.MaxSessions > 0 {
 		l.sem = make(chan struct{}, cfg.MaxSessions)
@@ -119,8 +125,21 @@ func NewAddr(ln net.Listener, upstream string, cfg Config) (*ProxyListener, erro
 // Addr returns the wrapped listener's address.
 func (l *ProxyListener) Addr() net.Addr { return l.ln.Addr() }
 
-// Pool returns the pool that upstream connections come from.
-func (l *ProxyListener) Pool() *pool.Pool { return l.pool }
+// Pool returns the pool that upstream connections come from, or nil when
+// they come from another Upstream (a balance.Set).
+func (l *ProxyListener) Pool() *pool.Pool {
+	p, _ := l.up.(*pool.Pool)
+	return p
+}
+
+// Upstream returns where upstream connections come from, as given to New.
+func (l *ProxyListener) Upstream() Upstream { return l.up }
+
+// isNilPool reports whether p is a nil *pool.Pool in an interface.
+func isNilPool(p Upstream) bool {
+	pp, ok := p.(*pool.Pool)
+	return ok && pp == nil
+}
 
 // Serve accepts connections and forwards each on its own goroutine until
 // the ProxyListener is shut down or the wrapped listener fails for good.
@@ -290,7 +309,7 @@ func (l *ProxyListener) finish() error {
 	l.stopOnce.Do(func() {
 		l.hardCancel()
 		if l.ownsPool {
-			if err := l.pool.Close(); err != nil && l.stopErr == nil {
+			if err := l.up.(*pool.Pool).Close(); err != nil && l.stopErr == nil {
 				l.stopErr = err
 			}
 		}

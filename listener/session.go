@@ -133,7 +133,7 @@ func (l *ProxyListener) acquire(s *session) bool {
 	}
 	s.phase.Store(uint32(PhaseGetUpstream))
 
-	lease, err := l.getUpstream()
+	lease, err := l.getUpstream(s.client)
 	if err != nil {
 		l.stats.upstreamFailures.Add(1)
 		l.endFailed(s, &UpstreamError{Err: err})
@@ -284,12 +284,15 @@ func (l *ProxyListener) reportCopied(s *session, clientAddr net.Addr, src pool.S
 	l.endSession(&info)
 }
 
-// getUpstream takes an upstream from the pool under GetTimeout (and
+// getUpstream takes an upstream for client under GetTimeout (and
 // Close).
-func (l *ProxyListener) getUpstream() (pool.Lease, error) {
+func (l *ProxyListener) getUpstream(client net.Conn) (pool.Lease, error) {
 	ctx, cancel := context.WithTimeout(l.hardCtx, l.cfg.getTimeout())
 	defer cancel()
-	return l.pool.Get(ctx)
+	if l.getFor != nil {
+		return l.getFor.GetFor(ctx, client.RemoteAddr())
+	}
+	return l.up.Get(ctx)
 }
 
 // handshaker is a client conn that completes a handshake of its own
@@ -322,5 +325,14 @@ func (l *ProxyListener) verdictOf(r *splice.Result) pool.Verdict {
 	if l.verdict != nil {
 		return l.verdict(r)
 	}
-	return pool.Verdict{Used: r.Used(), Clean: r.UpstreamClean()}
+	return pool.Verdict{Used: r.Used(), Clean: r.UpstreamClean(), UpstreamFailed: upstreamFailed(r)}
+}
+
+// upstreamFailed reports that the upstream ended the session first, with
+// EOF or an error, before sending a byte: a health signal for a set of
+// servers. A client that leaves first, having asked nothing, says nothing
+// about the server.
+func upstreamFailed(r *splice.Result) bool {
+	return r.First == splice.Upstream && r.Down.Read == 0 &&
+		(r.Down.End == splice.EndEOF || r.Down.End == splice.EndError)
 }

@@ -73,6 +73,6 @@ func (l *ProxyListener) Stats() Stats {
 		SessionErrors:     l.stats.sessionErrors.Load(),
 		IdleTimeouts:      l.stats.idleTimeouts.Load(),
 		Interrupted:       l.stats.interrupted.Load(),
-		Pool:              l.pool.Stats(),
+		Pool:              l.up.Stats(),
 	}
 }

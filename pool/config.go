@@ -137,6 +137,16 @@ type Config struct {
 	// skipped when Reset.Drains, since the Reset reads such a byte anyway.
 	QuietPeriod time.Duration
 
+	// OnRelease, when set, is called once per released lease (never for
+	// a no-op Release), after the conn was kept or closed, on the
+	// releasing goroutine, with the session's verdict. It must be quick:
+	// a set of pools uses it to count sessions in flight and failures.
+	OnRelease func(Verdict)
+	// OnDial, when set, is called after each dial, a spare's or a
+	// caller's, with its error (nil on success) on the dialing goroutine.
+	// It must be quick: a set of pools counts failed dials with it.
+	OnDial func(error)
+
 	// Logger receives the spare keeper's state changes, "upstream down"
 	// (with the dial error) and "upstream recovered", once per change,
 	// and, once, a Reset refused by the server (ErrResetRefused). Nil is
@@ -167,7 +177,16 @@ type settings struct {
 	reset        Reset // zero unless reuse is ReuseIfVerified
 	resetTimeout time.Duration
 	quiet        time.Duration // <= 0: no wait
+	onRelease    func(Verdict)
+	onDial       func(error)
 	log          *slog.Logger
+}
+
+// Validate reports the first bad field of cfg, as New would, without
+// starting anything.
+func (cfg *Config) Validate() error {
+	_, err := cfg.validate()
+	return err
 }
 
 // validate checks cfg and returns its settings, or an error naming the
@@ -185,6 +204,8 @@ func (cfg *Config) validate() (settings, error) {
 		reuse:        cfg.Reuse,
 		resetTimeout: cfg.ResetTimeout,
 		quiet:        cfg.QuietPeriod,
+		onRelease:    cfg.OnRelease,
+		onDial:       cfg.OnDial,
 		log:          cfg.Logger,
 	}
 	if cfg.Dial == nil {

@@ -46,6 +46,11 @@ type Verdict struct {
 	// interrupt, no EOF from the upstream, and the last bytes moved toward
 	// the client.
 	Clean bool
+	// UpstreamFailed reports that the upstream ended the session, with
+	// EOF or an error, before it sent a single byte: a health signal for
+	// Config.OnRelease (a set of pools counts it against the server). The
+	// pool itself needs no more than Clean, which such a session never is.
+	UpstreamFailed bool
 }
 
 // Outcome says what Release did with a connection. The Closed* values
@@ -76,6 +81,9 @@ const (
 	ClosedResetFailed
 	// ClosedFull: MaxIdle reached.
 	ClosedFull
+	// ClosedStandby: the pool was in standby (SetStandby), which keeps
+	// nothing idle.
+	ClosedStandby
 	// ClosedPoolClosed: the pool was closed.
 	ClosedPoolClosed
 )
@@ -91,6 +99,7 @@ var outcomeNames = [...]string{
 	ClosedIdle:        "closed-idle",
 	ClosedResetFailed: "closed-reset-failed",
 	ClosedFull:        "closed-full",
+	ClosedStandby:     "closed-standby",
 	ClosedPoolClosed:  "closed-pool-closed",
 }
 
@@ -145,7 +154,12 @@ func (l Lease) Release(v Verdict) Outcome {
 	if l.c == nil || !l.c.gen.CompareAndSwap(l.gen, l.gen+1) {
 		return OutcomeNone
 	}
-	return l.c.p.release(l.c, v)
+	p := l.c.p
+	out := p.release(l.c, v)
+	if p.s.onRelease != nil {
+		p.s.onRelease(v)
+	}
+	return out
 }
 
 // release decides on a connection whose lease was just released, then

@@ -46,6 +46,7 @@ type Pool struct {
 
 	mu       sync.Mutex
 	isClosed bool
+	standby  bool      // SetStandby: no spares, nothing kept idle
 	used     []*pconn  // idle used conns, most recently released last (LIFO)
 	fresh    []*pconn  // spares, oldest first (FIFO)
 	waiters  []*waiter // callers waiting for MaxOpen, oldest first
@@ -446,15 +447,19 @@ func (p *Pool) dial() (*pconn, error) {
 	if err == nil && conn == nil {
 		err = errors.New("Config.Dial returned neither a conn nor an error")
 	}
+	if err == nil {
+		// A dialer may leave deadlines behind; a pooled conn has none.
+		if err = conn.SetDeadline(time.Time{}); err != nil {
+			conn.Close()
+			err = fmt.Errorf("clearing deadlines: %w", err)
+		}
+	}
+	if p.s.onDial != nil {
+		p.s.onDial(err)
+	}
 	if err != nil {
 		p.dialErrors.Add(1)
 		return nil, fmt.Errorf("pool: dial: %w", err)
-	}
-	// A dialer may leave deadlines behind; a pooled conn has none.
-	if err := conn.SetDeadline(time.Time{}); err != nil {
-		conn.Close()
-		p.dialErrors.Add(1)
-		return nil, fmt.Errorf("pool: dial: clearing deadlines: %w", err)
 	}
 	return newPconn(p, conn, time.Now()), nil
 }
@@ -491,6 +496,9 @@ func (p *Pool) placeLocked(c *pconn) Outcome {
 		p.inUse++
 		w.grantLocked(grant{c: c})
 		return kept
+	}
+	if p.standby {
+		return ClosedStandby
 	}
 	if c.used {
 		if len(p.used) >= p.s.maxIdle {
@@ -534,9 +542,36 @@ func (p *Pool) freeSlotLocked() {
 	p.kickLocked()
 }
 
+// SetStandby puts the pool in standby (on true) or takes it out (on
+// false). In standby it dials no spares and keeps nothing idle: its idle
+// connections are closed now, and each one released or dialed later is
+// closed (ClosedStandby) unless a waiter takes it. Get still works,
+// dialing as needed. A set of pools puts an unhealthy server's pool in
+// standby, so that no connection to it waits for a client. Taking the
+// pool out of standby refills its spares.
+func (p *Pool) SetStandby(on bool) {
+	var idle []*pconn
+	p.mu.Lock()
+	if p.isClosed || p.standby == on {
+		p.mu.Unlock()
+		return
+	}
+	p.standby = on
+	if on {
+		idle = append(p.used, p.fresh...)
+		p.used, p.fresh = nil, nil
+	} else {
+		p.kickLocked()
+	}
+	p.mu.Unlock()
+	for _, c := range idle {
+		p.retire(c, ClosedStandby, false)
+	}
+}
+
 // kickLocked wakes the keeper when spares are short. It never blocks.
 func (p *Pool) kickLocked() {
-	if len(p.fresh) < p.s.spares {
+	if !p.standby && len(p.fresh) < p.s.spares {
 		select {
 		case p.kick <- struct{}{}:
 		default:

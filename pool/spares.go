@@ -92,7 +92,7 @@ func (p *Pool) keepSpares() {
 func (p *Pool) startSpareDial() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.isClosed || len(p.fresh)+p.spareDials >= p.s.spares || (p.s.maxOpen > 0 && p.open >= p.s.maxOpen) {
+	if p.isClosed || p.standby || len(p.fresh)+p.spareDials >= p.s.spares || (p.s.maxOpen > 0 && p.open >= p.s.maxOpen) {
 		return false
 	}
 	p.open++

@@ -61,3 +61,24 @@ func (p *Pool) Stats() Stats {
 	s.GetDial = p.gets[SourceDial].Load()
 	return s
 }
+
+// Add adds o's gauges and counters to s: the figures of several pools
+// as one.
+func (s *Stats) Add(o Stats) {
+	s.Open += o.Open
+	s.IdleFresh += o.IdleFresh
+	s.IdleUsed += o.IdleUsed
+	s.InUse += o.InUse
+	s.Waiting += o.Waiting
+	s.Dialing += o.Dialing
+	s.Dials += o.Dials
+	s.DialErrors += o.DialErrors
+	s.GetReused += o.GetReused
+	s.GetSpare += o.GetSpare
+	s.GetDial += o.GetDial
+	s.WaitCount += o.WaitCount
+	s.WaitDuration += o.WaitDuration
+	for i := range s.Closed {
+		s.Closed[i] += o.Closed[i]
+	}
+}

@@ -1,0 +1,104 @@
+package balance
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"time"
+)
+
+// checkLoop runs sv's active checks every Check.Every until stop is
+// closed or the set closes. The first check comes after a random part of
+// the interval, so that servers are not all checked at once.
+func (sv *server) checkLoop(stop chan struct{}) {
+	set := sv.set
+	defer set.wg.Done()
+	every := set.s.Check.Every
+	t := time.NewTimer(rand.N(every) + 1)
+	defer t.Stop()
+	ok, bad := 0, 0 // in a row
+	for {
+		select {
+		case <-t.C:
+		case <-stop:
+			return
+		case <-set.done:
+			return
+		}
+		err := sv.check(stop)
+		if err == nil {
+			ok, bad = ok+1, 0
+		} else {
+			ok, bad = 0, bad+1
+			sv.checkFailures.Add(1)
+		}
+		set.mu.Lock()
+		switch {
+		case err == nil && ok >= set.s.rise:
+			sv.markLocked(false)
+			sv.unejectLocked("active check passed")
+		case err != nil && bad >= set.s.fall:
+			sv.markLocked(true)
+		}
+		set.mu.Unlock()
+		switch {
+		case err == nil:
+			sv.succeed()
+		case !errors.Is(err, errStopped):
+			sv.fail("check: " + err.Error())
+		}
+		t.Reset(every)
+	}
+}
+
+var errStopped = errors.New("check stopped")
+
+// check runs one active check under Check.Timeout: a dial, then Send and
+// Expect when set.
+func (sv *server) check(stop chan struct{}) error {
+	set := sv.set
+	ctx, cancel := context.WithTimeout(context.Background(), set.s.checkTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-stop:
+		case <-set.done:
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
+	c, err := sv.dial(ctx)
+	if err != nil {
+		if ctx.Err() == context.Canceled {
+			return errStopped
+		}
+		return fmt.Errorf("dial: %w", err)
+	}
+	defer c.Close()
+	send, expect := set.s.Check.Send, set.s.Check.Expect
+	if len(send) == 0 {
+		return nil
+	}
+	dl, _ := ctx.Deadline()
+	c.SetDeadline(dl)
+	stopDeadline := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	defer stopDeadline()
+	if _, err := c.Write(send); err != nil {
+		return fmt.Errorf("send: %w", err)
+	}
+	if len(expect) == 0 {
+		return nil
+	}
+	got := make([]byte, len(expect))
+	n, err := io.ReadFull(c, got)
+	if err != nil && !bytes.Equal(got[:n], expect[:n]) {
+		err = nil // the mismatch says more than the cut
+	}
+	if !bytes.Equal(got[:n], expect) {
+		return fmt.Errorf("reply %q does not start with %q", got[:n], expect)
+	}
+	return err
+}
