@@ -9,12 +9,12 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"net"
 	"os"
 	"time"
 
 	"github.com/peterbourgon/ff/v3"
 
+	"github.com/relaykit/relay/balance"
 	"github.com/relaykit/relay/listener"
 	"github.com/relaykit/relay/pool"
 )
@@ -238,10 +238,7 @@ func upstreamTLSConfig(upstream, caFile, serverName string, insecure bool, curve
 		ClientSessionCache: tls.NewLRUClientSessionCache(0),
 		CurvePreferences:   curves,
 	}
-	if c.ServerName == "" {
-		host, _, _ := net.SplitHostPort(upstream) // checked by addrValue
-		c.ServerName = host
-	}
+	// An empty ServerName is each server's host (see tlsDialer).
 	if caFile != "" {
 		pem, err := os.ReadFile(caFile)
 		if err != nil {
@@ -256,12 +253,23 @@ func upstreamTLSConfig(upstream, caFile, serverName string, insecure bool, curve
 	return c, nil
 }
 
-// poolConfig is the pool's share of the configuration. dial is nil for
-// plain TCP to Addr.
-func (c *config) poolConfig(upstream string, log *slog.Logger) pool.Config {
+// balanceConfig is the upstream set's share of the configuration: the
+// servers, and the template of each server's pool.
+func (c *config) balanceConfig(upstream string, log *slog.Logger) balance.Config {
+	bc := balance.Config{
+		Servers: []balance.Server{{Addr: upstream}},
+		Pool:    c.poolConfig(log),
+		Logger:  log,
+	}
+	if c.upstreamTLS != nil {
+		bc.Dial = tlsDialer(c.upstreamTLS)
+	}
+	return bc
+}
+
+// poolConfig is the template of each server's pool.
+func (c *config) poolConfig(log *slog.Logger) pool.Config {
 	pc := pool.Config{
-		Network:     "tcp",
-		Addr:        upstream,
 		Spares:      c.spares,
 		MaxIdle:     c.maxIdle,
 		MaxOpen:     c.maxOpen,
@@ -273,9 +281,6 @@ func (c *config) poolConfig(upstream string, log *slog.Logger) pool.Config {
 	}
 	if c.reuse == pool.ReuseIfVerified {
 		pc.Reset = c.reset()
-	}
-	if c.upstreamTLS != nil {
-		pc.Dial = tlsDialer(upstream, c.upstreamTLS)
 	}
 	return pc
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/relaykit/relay/balance"
 	"github.com/relaykit/relay/listener"
 	"github.com/relaykit/relay/pool"
 )
@@ -111,10 +112,10 @@ type metricsServer struct {
 	srv *http.Server
 }
 
-func newMetricsServer(ln net.Listener, stats func() listener.Stats) (*metricsServer, error) {
+func newMetricsServer(ln net.Listener, pl *listener.ProxyListener, set *balance.Set) (*metricsServer, error) {
 	reg := prometheus.NewRegistry()
 	for _, c := range []prometheus.Collector{
-		newStatsCollector(stats),
+		newStatsCollector(pl.Stats),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {

@@ -15,8 +15,8 @@ import (
 
 	oklog "github.com/oklog/run"
 
+	"github.com/relaykit/relay/balance"
 	"github.com/relaykit/relay/listener"
-	"github.com/relaykit/relay/pool"
 )
 
 // run is the whole program but for the process: it parses args (then
@@ -50,11 +50,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		upstream = demo.addr()
 	}
 
-	p, err := pool.New(cfg.poolConfig(upstream, log))
+	set, err := balance.New(cfg.balanceConfig(upstream, log))
 	if err != nil {
-		return &usageError{err} // the pool names the bad field
+		return &usageError{err} // the set names the bad field
 	}
-	defer p.Close()
+	defer set.Close()
 
 	ln, err := listen(ctx, "tcp", cfg.listen, cfg.clientKeepalive)
 	if err != nil {
@@ -63,7 +63,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if cfg.listenTLS != nil {
 		ln = tls.NewListener(ln, cfg.listenTLS)
 	}
-	pl, err := listener.New(ln, p, cfg.listenerConfig(log))
+	pl, err := listener.New(ln, set, cfg.listenerConfig(log))
 	if err != nil {
 		ln.Close()
 		return &usageError{err} // the listener names the bad field
@@ -76,7 +76,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("-metrics %s: %w", cfg.metrics, err)
 		}
-		if metrics, err = newMetricsServer(mln, pl.Stats); err != nil {
+		if metrics, err = newMetricsServer(mln, pl, set); err != nil {
 			mln.Close()
 			return err
 		}
@@ -95,7 +95,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err := pl.Shutdown(sctx); err != nil {
 			log.Warn("relay shutdown: sessions cut after grace", "err", err, "sessions_active", pl.Stats().Active)
 		}
-		p.Close()
+		set.Close()
 	})
 	if metrics != nil {
 		g.Add(metrics.serve, func(error) { metrics.stop() })
