@@ -27,6 +27,8 @@ type session struct {
 	// (small frames: see the ledger in bench/README.md).
 	lease pool.Lease
 	res   splice.Result
+	// progress counts the bytes delivered so far, for Sessions.
+	progress splice.Progress
 }
 
 // Phase is where a live session is.
@@ -72,10 +74,14 @@ type SessionState struct {
 	UpstreamAddr net.Addr // nil until an upstream was obtained
 	Start        time.Time
 	Phase        Phase
+	// BytesToUpstream and BytesToClient are the bytes delivered each way
+	// so far.
+	BytesToUpstream, BytesToClient int64
 }
 
 func (s *session) state() SessionState {
-	st := SessionState{ID: s.id, ClientAddr: s.client.RemoteAddr(), Start: s.start, Phase: Phase(s.phase.Load())}
+	st := SessionState{ID: s.id, ClientAddr: s.client.RemoteAddr(), Start: s.start, Phase: Phase(s.phase.Load()),
+		BytesToUpstream: s.progress.ToUpstream.Load(), BytesToClient: s.progress.ToClient.Load()}
 	if a := s.upstream.Load(); a != nil {
 		st.UpstreamAddr = *a
 	}
@@ -116,7 +122,9 @@ func (l *ProxyListener) startSession(c net.Conn) bool {
 func (l *ProxyListener) serveSession(s *session) {
 	defer l.sessionDone(s)
 	if l.acquire(s) {
-		splice.JoinTo(l.hardCtx, s.client, s.lease.Conn(), l.opts, &s.res)
+		opts := l.opts
+		opts.Progress = &s.progress
+		splice.JoinTo(l.hardCtx, s.client, s.lease.Conn(), opts, &s.res)
 		l.endCopied(s)
 	}
 }

@@ -91,6 +91,13 @@ func (d *direction) noteRead(n int) {
 func (d *direction) noteWritten(n int) {
 	now := time.Since(d.s.start)
 	d.res.Written += int64(n)
+	if p := d.s.opt.Progress; p != nil {
+		if d.dstSide == Upstream {
+			p.ToUpstream.Add(int64(n))
+		} else {
+			p.ToClient.Add(int64(n))
+		}
+	}
 	d.lastWrite = now
 	d.act.Store(int64(now))
 	d.seq.Store(d.ticket)

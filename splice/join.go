@@ -3,6 +3,7 @@ package splice
 import (
 	"context"
 	"net"
+	"sync/atomic"
 	"time"
 )
 
@@ -42,6 +43,18 @@ type Options struct {
 	// waiting would only keep the upstream, with the departed client's
 	// state (a subscription, say), alive for longer.
 	DrainOwedOnly bool
+
+	// Progress, when set, counts the bytes delivered each way while the
+	// session runs, for a caller that shows live sessions. Nil counts
+	// nothing (the Result has the totals at the end).
+	Progress *Progress
+}
+
+// Progress counts a live session's delivered bytes. Its fields may be
+// read with Load from any goroutine while the session runs.
+type Progress struct {
+	// ToUpstream and ToClient are the bytes delivered to each side so far.
+	ToUpstream, ToClient atomic.Int64
 }
 
 // Join copies bytes both ways between client and upstream until the
