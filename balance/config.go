@@ -84,8 +84,8 @@ const MaxWeight = 256
 
 // Passive is outlier detection: what sessions and dials teach about a
 // server, with no traffic of its own. A failure is a failed dial (a
-// spare's too), a session that the server ended (EOF or reset) before
-// sending a byte, or a failed active check. After Failures in a row the
+// spare's too), a session that the server reset before sending a byte
+// (pool.Verdict.UpstreamFailed), or a failed active check. After Failures in a row the
 // server is ejected: no session is sent to it, its pool keeps nothing
 // idle and dials no spares, for Ejection. Each ejection in a row doubles
 // the time, up to MaxEjection; a session that the server did not fail

@@ -4,7 +4,7 @@
 // choices, or client IP by rendezvous hashing), with weights.
 //
 // A Set learns health two ways. Passively, from traffic: a failed dial
-// (a spare's too) or a session that the server ended before its first
+// (a spare's too) or a session that the server reset before its first
 // byte counts against the server, and after Passive.Failures in a row it
 // is ejected for a cooling time that doubles while it keeps failing.
 // Actively, when Check.Every is set: each server is dialed, and sent

@@ -117,7 +117,7 @@ func (sv *server) released(v pool.Verdict) {
 	switch {
 	case v.UpstreamFailed:
 		sv.failures.Add(1)
-		sv.fail("session ended by the server before its first byte")
+		sv.fail("session reset by the server before its first byte")
 	case v.Used:
 		sv.succeed()
 	}
@@ -126,8 +126,8 @@ func (sv *server) released(v pool.Verdict) {
 
 // dialed is the pool's OnDial.
 func (sv *server) dialed(err error) {
-	if err == nil || sv.set.isClosed() {
-		return
+	if err == nil || sv.removed.Load() || sv.set.isClosed() {
+		return // a dial canceled by the pool's Close is no failure
 	}
 	sv.dialFailures.Add(1)
 	sv.fail("dial: " + err.Error())

@@ -50,7 +50,7 @@ type ServerStats struct {
 	// Sessions counts sessions handed a connection to this server.
 	Sessions uint64
 	// DialFailures counts failed dials, spares' included; Failures
-	// sessions the server ended before its first byte; CheckFailures
+	// sessions the server reset before its first byte; CheckFailures
 	// failed active checks.
 	DialFailures, Failures, CheckFailures uint64
 	// Ejections counts passive ejections; Downs the times active checks

@@ -337,10 +337,10 @@ func (l *ProxyListener) verdictOf(r *splice.Result) pool.Verdict {
 }
 
 // upstreamFailed reports that the upstream ended the session first, with
-// EOF or an error, before sending a byte: a health signal for a set of
-// servers. A client that leaves first, having asked nothing, says nothing
-// about the server.
+// an error (a reset), before sending a byte: a health signal for a set of
+// servers. A plain FIN does not count: some protocols end a session that
+// way on the client's word (memcached's quit). Nor does anything after a
+// client that left first.
 func upstreamFailed(r *splice.Result) bool {
-	return r.First == splice.Upstream && r.Down.Read == 0 &&
-		(r.Down.End == splice.EndEOF || r.Down.End == splice.EndError)
+	return r.First == splice.Upstream && r.Down.Read == 0 && r.Down.End == splice.EndError
 }

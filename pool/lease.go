@@ -46,8 +46,8 @@ type Verdict struct {
 	// interrupt, no EOF from the upstream, and the last bytes moved toward
 	// the client.
 	Clean bool
-	// UpstreamFailed reports that the upstream ended the session, with
-	// EOF or an error, before it sent a single byte: a health signal for
+	// UpstreamFailed reports that the upstream ended the session with an
+	// error (a reset) before it sent a single byte: a health signal for
 	// Config.OnRelease (a set of pools counts it against the server). The
 	// pool itself needs no more than Clean, which such a session never is.
 	UpstreamFailed bool
