@@ -48,8 +48,9 @@ type Config struct {
 	DrainTimeout time.Duration
 
 	// GetTimeout bounds the wait for an upstream connection (a dial or a
-	// free slot under the pool's MaxOpen). When it passes, the client is
-	// closed. Zero means DefaultGetTimeout.
+	// free slot under the pool's MaxOpen; with a balance.Set, every dial
+	// tried, one per server, and a wait under its MaxSessions). When it
+	// passes, the client is closed. Zero means DefaultGetTimeout.
 	GetTimeout time.Duration
 
 	// HandshakeTimeout bounds the TLS handshake of a client accepted from a
@@ -160,8 +161,9 @@ func (e *HandshakeError) Unwrap() error { return e.Err }
 // UpstreamError reports that no upstream connection could be had for a
 // client, which was then closed.
 type UpstreamError struct {
-	// Err is the pool's error: a dial error, context.DeadlineExceeded
-	// after GetTimeout, or pool.ErrClosed.
+	// Err is the Upstream's error: a dial error, context.DeadlineExceeded
+	// after GetTimeout, pool.ErrClosed, or, from a balance.Set,
+	// balance.ErrNoServer (no healthy server was left to try).
 	Err error
 }
 

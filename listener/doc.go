@@ -3,7 +3,9 @@
 //
 // A ProxyListener accepts each connection from the listener it wraps
 // (plain TCP, TLS, a unix socket, a systemd-activated socket), takes an
-// upstream connection from a pool.Pool, and copies bytes both ways with
+// upstream connection from its Upstream (a pool.Pool, or a balance.Set
+// that picks one of several servers' pools and fails a dial over to
+// another server), and copies bytes both ways with
 // splice.Join until one side ends. It then closes the client and gives
 // the upstream back to the pool with the session's verdict; the pool keeps
 // it only as its reuse policy allows (package pool says what each policy

@@ -29,7 +29,8 @@ type Stats struct {
 	// Interrupted counts sessions cut by Close or an expired Shutdown.
 	Interrupted uint64
 
-	// Pool is the pool's snapshot.
+	// Pool is the pool's snapshot: with a balance.Set, the sum over its
+	// servers' pools.
 	Pool pool.Stats
 }
 
