@@ -105,8 +105,119 @@ func closeReason(o pool.Outcome) string {
 	return strings.ReplaceAll(strings.TrimPrefix(o.String(), "closed-"), "-", "_")
 }
 
+// serverCollector exports each balance server's health and figures at
+// scrape time, from set.Servers(): one series per server, labelled by
+// the address dialed (server) and the configured entry it comes from
+// (name).
+type serverCollector struct {
+	set *balance.Set
+
+	up, state, weight, active, sessions, failures *prometheus.Desc
+	ejections, downs, handouts, conns, noServer   *prometheus.Desc
+}
+
+func newServerCollector(set *balance.Set) *serverCollector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("relay_"+name, help, append([]string{"server", "name"}, labels...), nil)
+	}
+	return &serverCollector{
+		set:       set,
+		up:        d("server_up", "1 when the server takes sessions (state up), else 0."),
+		state:     d("server_state", "The server's state: 1 for the current one, 0 for the others.", "state"),
+		weight:    d("server_weight", "The server's weight."),
+		active:    d("server_active", "Sessions in flight on the server."),
+		sessions:  d("server_sessions_total", "Sessions handed a connection to the server."),
+		failures:  d("server_failures_total", "Failures counted against the server, by kind: dial (spares' too), session (ended by the server before its first byte), check (active checks).", "kind"),
+		ejections: d("server_ejections_total", "Times passive detection ejected the server."),
+		downs:     d("server_downs_total", "Times active checks marked the server down."),
+		handouts:  d("server_handouts_total", "Connections to the server handed out, by source.", "source"),
+		conns:     d("server_pool_conns", "Connections to the server open in its pool, by state.", "state"),
+		noServer:  prometheus.NewDesc("relay_no_server_total", "Sessions refused because no server was left to try.", nil, nil),
+	}
+}
+
+func (c *serverCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		c.up, c.state, c.weight, c.active, c.sessions, c.failures,
+		c.ejections, c.downs, c.handouts, c.conns, c.noServer,
+	} {
+		ch <- d
+	}
+}
+
+// serverStates are the values of relay_server_state's state label.
+var serverStates = [...]balance.State{balance.StateUp, balance.StateEjected, balance.StateDown, balance.StateDraining}
+
+func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range mergeServers(c.set.Servers()) {
+		gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append([]string{s.Addr, s.Name}, labels...)...)
+		}
+		counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append([]string{s.Addr, s.Name}, labels...)...)
+		}
+		gauge(c.up, b2f(s.State == balance.StateUp))
+		for _, st := range serverStates {
+			gauge(c.state, b2f(s.State == st), st.String())
+		}
+		gauge(c.weight, float64(s.Weight))
+		gauge(c.active, float64(s.Active))
+		counter(c.sessions, s.Sessions)
+		counter(c.failures, s.DialFailures, "dial")
+		counter(c.failures, s.Failures, "session")
+		counter(c.failures, s.CheckFailures, "check")
+		counter(c.ejections, s.Ejections)
+		counter(c.downs, s.Downs)
+		counter(c.handouts, s.Pool.GetReused, "reused")
+		counter(c.handouts, s.Pool.GetSpare, "spare")
+		counter(c.handouts, s.Pool.GetDial, "dial")
+		gauge(c.conns, float64(s.Pool.IdleFresh), "idle_fresh")
+		gauge(c.conns, float64(s.Pool.IdleUsed), "idle_used")
+		gauge(c.conns, float64(s.Pool.InUse), "in_use")
+	}
+	ch <- prometheus.MustNewConstMetric(c.noServer, prometheus.CounterValue, float64(c.set.NoServer()))
+}
+
+// mergeServers folds entries with the same address and name into one.
+// Servers can list a server twice: one taken out by Update and put back
+// while its old self still drains. Two series with the same labels
+// would fail the whole scrape, so their figures are summed, under the
+// state of the first (the live one: Servers lists those first).
+func mergeServers(list []balance.ServerStats) []balance.ServerStats {
+	type key struct{ addr, name string }
+	out := list[:0:0]
+	at := make(map[key]int, len(list))
+	for _, s := range list {
+		k := key{s.Addr, s.Name}
+		i, dup := at[k]
+		if !dup {
+			at[k] = len(out)
+			out = append(out, s)
+			continue
+		}
+		o := &out[i]
+		o.Active += s.Active
+		o.Sessions += s.Sessions
+		o.DialFailures += s.DialFailures
+		o.Failures += s.Failures
+		o.CheckFailures += s.CheckFailures
+		o.Ejections += s.Ejections
+		o.Downs += s.Downs
+		o.Pool.Add(s.Pool)
+	}
+	return out
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // metricsServer serves /metrics from a registry of its own (never the
-// global default one) and /debug/pprof/ on a mux of its own.
+// global default one), the status page at / and /debug/pprof/, on a mux
+// of its own.
 type metricsServer struct {
 	ln  net.Listener
 	srv *http.Server
@@ -114,17 +225,24 @@ type metricsServer struct {
 
 func newMetricsServer(ln net.Listener, pl *listener.ProxyListener, set *balance.Set) (*metricsServer, error) {
 	reg := prometheus.NewRegistry()
-	for _, c := range []prometheus.Collector{
+	cs := []prometheus.Collector{
 		newStatsCollector(pl.Stats),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-	} {
+	}
+	if set != nil {
+		cs = append(cs, newServerCollector(set))
+	}
+	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
 		}
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	// GET also answers HEAD; another method on / is a 405, another path
+	// a 404.
+	mux.Handle("GET /{$}", newStatusHandler(pl, set, time.Now()))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -54,12 +54,18 @@ func TestRunMetrics(t *testing.T) {
 		`relay_pool_handouts_total{source="spare"}`,
 		`relay_pool_closes_total{reason="not_clean"}`,
 		"relay_pool_wait_seconds_total",
+		`relay_server_up{name="`,
+		`relay_server_sessions_total{name="`,
+		"relay_no_server_total 0\n",
 		"go_goroutines",
 		"process_",
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q; got:\n%s", want, body)
 		}
+	}
+	if body := get("/"); !strings.Contains(body, "<h2>Servers</h2>") {
+		t.Errorf("/: got %q; want the status page", body)
 	}
 	if body := get("/debug/pprof/"); !strings.Contains(body, "goroutine") {
 		t.Errorf("/debug/pprof/: got %q; want the profile index", body)
