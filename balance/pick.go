@@ -132,7 +132,7 @@ func rendezvous(up []*server, ip netip.Addr, skip []*server) *server {
 			continue
 		}
 		// u is uniform in (0, 1); -w/ln(u) is the weighted score.
-		u := (float64(mix(h^c.key)>>11) + 0.5) / (1 << 53)
+		u := (float64(mix(h^c.hash)>>11) + 0.5) / (1 << 53)
 		if score := -float64(c.weight) / math.Log(u); score > bestScore {
 			best, bestScore = c, score
 		}

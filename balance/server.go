@@ -13,7 +13,7 @@ import (
 type server struct {
 	set  *Set
 	addr string // resolved "ip:port"
-	key  uint64 // hash of addr, for ClientIP
+	hash uint64 // hash of addr, for ClientIP
 	pool *pool.Pool
 
 	name, host string // as configured; with addr, the server's identity
@@ -39,7 +39,7 @@ type server struct {
 
 // newServer starts m's pool; the checker starts with startLocked.
 func (set *Set) newServer(m member) (*server, error) {
-	sv := &server{set: set, addr: m.addr, key: hashString(m.addr), name: m.name, host: m.host, weight: m.weight}
+	sv := &server{set: set, addr: m.addr, hash: hashString(m.addr), name: m.name, host: m.host, weight: m.weight}
 	pc := set.s.Pool
 	pc.Addr = m.addr
 	pc.Network = set.s.Network
@@ -56,6 +56,9 @@ func (set *Set) newServer(m member) (*server, error) {
 	sv.pool = p
 	return sv, nil
 }
+
+// key is sv's identity, as member.key.
+func (sv *server) key() string { return member{addr: sv.addr, name: sv.name}.key() }
 
 // dial opens a connection to sv: Config.Dial, or a net.Dialer.
 func (sv *server) dial(ctx context.Context) (net.Conn, error) {

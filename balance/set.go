@@ -159,12 +159,17 @@ func (set *Set) applyLocked(members []member, policy Policy) error {
 			sv.weight = m.weight
 			continue
 		}
+		if sv := set.reviveLocked(key); sv != nil {
+			sv.weight = m.weight
+			set.servers[key] = sv
+			started = append(started, sv)
+			continue
+		}
 		sv, err := set.newServer(m)
 		if err != nil {
 			for _, s := range started {
-				delete(set.servers, member{addr: s.addr, name: s.name}.key())
-				s.stopLocked()
-				set.closePool(s)
+				delete(set.servers, s.key())
+				set.drainLocked(s)
 			}
 			return err
 		}
@@ -182,6 +187,27 @@ func (set *Set) applyLocked(members []member, policy Policy) error {
 	}
 	set.publishLocked(policy)
 	return nil
+}
+
+// reviveLocked takes the server with key back from the draining list,
+// its pool and health as they were, or returns nil.
+func (set *Set) reviveLocked(key string) *server {
+	i := slices.IndexFunc(set.draining, func(sv *server) bool { return sv.key() == key })
+	if i < 0 {
+		return nil
+	}
+	sv := set.draining[i]
+	set.draining = slices.Delete(set.draining, i, i+1)
+	sv.removed.Store(false)
+	if sv.ejected { // its timer stopped with the drain
+		sv.ejected = false
+		sv.probing.Store(true)
+		if !sv.down {
+			sv.pool.SetStandby(false)
+		}
+	}
+	set.s.log.Info("balance: server back from draining", "addr", sv.addr, "name", sv.name)
+	return sv
 }
 
 // drainLocked takes sv out of the set: no new session goes to it, its

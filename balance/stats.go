@@ -62,7 +62,8 @@ type ServerStats struct {
 }
 
 // Servers returns a snapshot of every server, live ones sorted by
-// address, then those draining.
+// address, then those draining. A server appears once: one listed again
+// while it drains is taken back, pool and health as they were.
 func (set *Set) Servers() []ServerStats {
 	set.mu.Lock()
 	live := make([]*server, 0, len(set.servers))
