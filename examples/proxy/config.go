@@ -37,9 +37,16 @@ func badFlag(name, value string, reason error) error {
 
 // config is the proxy's validated configuration.
 type config struct {
-	listen          string        // host:port to accept on
-	clientKeepalive time.Duration // TCP keepalive idle time and probe interval for clients; 0 is off
-	upstream        string        // host:port to forward to; "" runs the demo upstream
+	listen          string           // host:port to accept on
+	clientKeepalive time.Duration    // TCP keepalive idle time and probe interval for clients; 0 is off
+	upstreams       []balance.Server // -upstream; empty runs the demo upstream
+	balance         balance.Policy   // -balance
+
+	healthEvery, healthTimeout time.Duration // active checks; every 0 is off
+	healthRise, healthFall     int
+	healthSend, healthExpect   []byte
+	resolveEvery               time.Duration // 0: only at start and reload
+	maxSessionsPerServer       int           // 0: no cap
 
 	reuse                   pool.Policy
 	protocol                protocol // what the upstream speaks: its reset
@@ -56,6 +63,10 @@ type config struct {
 
 	metrics  string // host:port for /metrics and /debug/pprof; "" is off
 	logLevel slog.Level
+
+	// values holds every flag's value as parsed (flag.Value.String),
+	// by name: what a reload compares to tell what changed.
+	values map[string]string
 }
 
 // parseConfig reads args, then RELAY_* environment variables, then the
@@ -77,23 +88,45 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 		shutdownGrace:   10 * time.Second,
 		logLevel:        slog.LevelInfo,
 		protocol:        protocolNone,
+		healthRise:      balance.DefaultRise,
+		healthFall:      balance.DefaultFall,
+		resolveEvery:    balance.DefaultResolveEvery,
 	}
 	flags.Var(addrValue{s: &cfg.listen}, "listen", "accept clients on `host:port` (port 0 picks one; the bound address is logged)")
 	flags.Var(durationValue{d: &cfg.clientKeepalive, max: maxClientKeepalive}, "client-keepalive", fmt.Sprintf("TCP keepalive for clients: first probe after `d` idle, then every d, "+
 		"drop after %d unanswered (0: off; rounded up to whole seconds; at most %s). On Linux set once on the listening socket, "+
 		"which accepted conns inherit, instead of 4 system calls per client", clientKeepaliveCount, fmtSeconds(maxClientKeepalive)))
-	flags.Var(addrValue{s: &cfg.upstream, empty: true}, "upstream", "forward to `host:port`; empty starts an embedded demo echo upstream on loopback")
+	flags.Var(upstreamsValue{&cfg.upstreams}, "upstream", "forward to `host:port[@weight],...`: one server or several, comma-separated, host names allowed "+
+		"(each address a name resolves to is a server), weight 1 to 256 (default 1); "+
+		"empty starts an embedded demo echo upstream on loopback. Reloaded on SIGHUP")
+	flags.Var(balanceValue{&cfg.balance}, "balance", "how a session picks its upstream server: round-robin, least-conn, random (two random choices, the lighter) "+
+		"or client-ip (the same client IP to the same server); weighted. Reloaded on SIGHUP")
+	flags.Var(countValue{&cfg.maxSessionsPerServer}, "max-sessions-per-server", "cap on one upstream server's sessions in flight; past it another server is taken, "+
+		"and when all are full clients wait, within -get-timeout (`n`; 0: no cap)")
+	flags.Var(durationValue{d: &cfg.healthEvery}, "health-every", "active health checks: dial every upstream server every `d` "+
+		"(and send -health-send); -health-fall failures in a row take it out, -health-rise successes bring it back (0: off; "+
+		"failed dials and sessions still eject a server for a while)")
+	flags.Var(durationValue{d: &cfg.healthTimeout}, "health-timeout", "bound on one health check, dial included (`d`; 0: -health-every, at most 2s)")
+	flags.Var(positiveValue{&cfg.healthRise}, "health-rise", "health checks passed in a row that bring a server back (`n`)")
+	flags.Var(positiveValue{&cfg.healthFall}, "health-fall", "health checks failed in a row that take a server out (`n`)")
+	flags.Var(&bytesValue{b: &cfg.healthSend}, "health-send", "`bytes` a health check writes after its dial (escapes as -fence-send; "+
+		"default with -protocol redis: PING\\r\\n, memcached: mn\\r\\n; else none: the dial alone is the check)")
+	flags.Var(&bytesValue{b: &cfg.healthExpect}, "health-expect", "`bytes` the reply to -health-send must start with (same escapes; "+
+		"default with -protocol redis: +PONG\\r\\n, memcached: MN\\r\\n)")
+	flags.Var(durationValue{d: &cfg.resolveEvery}, "resolve-every", "resolve -upstream host names again every `d`: a server whose address left drains, "+
+		"a new address joins (0: only at start and on reload)")
 	flags.Var(policyValue{&cfg.reuse}, "reuse", "reuse `policy` for used upstream conns: never, clean or verified (see Reuse below)")
 	flags.Var(protocolValue{&cfg.protocol}, "protocol", "what the upstream speaks: none, redis or memcached. redis or memcached selects -reuse verified "+
 		"with that protocol's reset, which drains owed replies and clears session state (see Reuse below)")
-	flags.Var(countValue{&cfg.spares}, "spares", "fresh upstream conns to keep dialed ahead (`n`)")
-	flags.Var(countValue{&cfg.maxIdle}, "max-idle", "used upstream conns kept for reuse (`n`; 0 keeps none)")
-	flags.Var(countValue{&cfg.maxOpen}, "max-open", "cap on all upstream conns, idle and in use (`n`; 0: no cap)")
+	flags.Var(countValue{&cfg.spares}, "spares", "fresh upstream conns to keep dialed ahead, per upstream server (`n`)")
+	flags.Var(countValue{&cfg.maxIdle}, "max-idle", "used upstream conns kept for reuse, per upstream server (`n`; 0 keeps none)")
+	flags.Var(countValue{&cfg.maxOpen}, "max-open", "cap on one upstream server's conns, idle and in use (`n`; 0: no cap)")
 	flags.Var(countValue{&cfg.maxSessions}, "max-sessions", "cap on concurrent sessions; beyond it clients wait in the kernel backlog (`n`; 0: no cap)")
 	flags.Var(durationValue{d: &cfg.idleTimeout}, "idle-timeout", "close an idle pooled upstream conn after `d` (0: never)")
 	flags.Var(durationValue{d: &cfg.lifetime}, "max-lifetime", "close an upstream conn `d` after it was dialed (0: never)")
-	flags.Var(durationValue{d: &cfg.dialTimeout}, "dial-timeout", "bound on one upstream dial, TLS handshake included (`d`; 0: library default)")
-	flags.Var(durationValue{d: &cfg.getTimeout}, "get-timeout", "bound on a client's wait for an upstream conn before it is closed (`d`; 0: library default)")
+	flags.Var(durationValue{d: &cfg.dialTimeout}, "dial-timeout", "bound on one upstream dial, TLS handshake included (`d`; 0: library default). "+
+		"It is per try: a dial that fails or times out is retried on another server, within -get-timeout")
+	flags.Var(durationValue{d: &cfg.getTimeout}, "get-timeout", "bound on a client's wait for an upstream conn, failover to other servers included, before it is closed (`d`; 0: library default)")
 	flags.Var(durationValue{d: &cfg.sessionIdle}, "session-idle-timeout", "end a session when no byte moved either way for `d` (0: never)")
 	flags.Var(durationValue{d: &cfg.drain}, "drain-timeout", "with reuse: after the client's FIN, relay a reply still owed until the upstream is quiet for `d` (0: 50ms, or 5ms with -protocol or a fence, "+
 		"whose reset drains late replies itself; then a FIN with no reply owed ends the session at once)")
@@ -138,6 +171,8 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	}
 	set := map[string]bool{} // flags set by args, env or file
 	flags.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	cfg.values = make(map[string]string)
+	flags.VisitAll(func(f *flag.Flag) { cfg.values[f.Name] = f.Value.String() })
 
 	if err := cfg.checkReuse(set); err != nil {
 		return nil, err
@@ -145,9 +180,12 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	if cfg.maxOpen > 0 && cfg.spares > cfg.maxOpen {
 		return nil, badFlag("spares", fmt.Sprint(cfg.spares), fmt.Errorf("more than -max-open %d", cfg.maxOpen))
 	}
+	if err := cfg.checkHealth(set); err != nil {
+		return nil, err
+	}
 
 	if *upTLS {
-		c, err := upstreamTLSConfig(cfg.upstream, *upCA, *upName, *upInsecure, upCurves)
+		c, err := upstreamTLSConfig(len(cfg.upstreams) > 0, *upCA, *upName, *upInsecure, upCurves)
 		if err != nil {
 			return nil, err
 		}
@@ -212,6 +250,40 @@ func (c *config) checkReuse(set map[string]bool) error {
 	return nil
 }
 
+// maxHealthExpect bounds -health-expect, as balance bounds
+// Check.Expect (and so what a check reads).
+const maxHealthExpect = 4096
+
+// checkHealth applies the active check's rules: its other flags need
+// -health-every, -health-expect needs -health-send, and -protocol redis
+// or memcached brings its own check (PING, mn) when -health-send is not
+// set.
+func (c *config) checkHealth(set map[string]bool) error {
+	if c.healthEvery == 0 {
+		for _, name := range []string{"health-send", "health-expect", "health-rise", "health-fall", "health-timeout"} {
+			if set[name] {
+				return &usageError{fmt.Errorf("flag -%s needs -health-every", name)}
+			}
+		}
+		return nil
+	}
+	switch {
+	case len(c.healthExpect) > 0 && len(c.healthSend) == 0:
+		return &usageError{errors.New("flag -health-expect needs -health-send")}
+	case len(c.healthExpect) > maxHealthExpect:
+		return badFlag("health-expect", escapeBytes(c.healthExpect), fmt.Errorf("%d bytes, more than %d", len(c.healthExpect), maxHealthExpect))
+	case len(c.healthSend) > 0:
+		return nil
+	}
+	switch c.protocol {
+	case protocolRedis:
+		c.healthSend, c.healthExpect = []byte("PING\r\n"), []byte("+PONG\r\n")
+	case protocolMemcached:
+		c.healthSend, c.healthExpect = []byte("mn\r\n"), []byte("MN\r\n")
+	}
+	return nil
+}
+
 // reset returns the pool's Reset: the protocol's, else the fence.
 func (c *config) reset() pool.Reset {
 	if c.protocol != protocolNone {
@@ -224,8 +296,8 @@ func (c *config) reset() pool.Reset {
 // Sessions are cached so that redials resume rather than redo the
 // handshake. curves, when not nil, are the key-exchange groups offered
 // (nil: Go's defaults); crypto/tls ignores their order.
-func upstreamTLSConfig(upstream, caFile, serverName string, insecure bool, curves []tls.CurveID) (*tls.Config, error) {
-	if upstream == "" {
+func upstreamTLSConfig(upstream bool, caFile, serverName string, insecure bool, curves []tls.CurveID) (*tls.Config, error) {
+	if !upstream {
 		return nil, &usageError{errors.New("flag -upstream-tls needs -upstream (the demo upstream is plain TCP)")}
 	}
 	if insecure && caFile != "" {
@@ -254,12 +326,27 @@ func upstreamTLSConfig(upstream, caFile, serverName string, insecure bool, curve
 }
 
 // balanceConfig is the upstream set's share of the configuration: the
-// servers, and the template of each server's pool.
-func (c *config) balanceConfig(upstream string, log *slog.Logger) balance.Config {
+// servers, the policy, health checking, and the template of each
+// server's pool.
+func (c *config) balanceConfig(servers []balance.Server, log *slog.Logger) balance.Config {
 	bc := balance.Config{
-		Servers: []balance.Server{{Addr: upstream}},
-		Pool:    c.poolConfig(log),
-		Logger:  log,
+		Servers:     servers,
+		Policy:      c.balance,
+		Pool:        c.poolConfig(log),
+		MaxSessions: c.maxSessionsPerServer,
+		Check: balance.Check{
+			Every:   c.healthEvery,
+			Timeout: c.healthTimeout,
+			Rise:    c.healthRise,
+			Fall:    c.healthFall,
+			Send:    c.healthSend,
+			Expect:  c.healthExpect,
+		},
+		ResolveEvery: c.resolveEvery,
+		Logger:       log,
+	}
+	if bc.ResolveEvery == 0 {
+		bc.ResolveEvery = -1 // the set's "only in New and Update"
 	}
 	if c.upstreamTLS != nil {
 		bc.Dial = tlsDialer(c.upstreamTLS)
@@ -318,6 +405,25 @@ Flags:
 `
 
 const usageTail = `
+Several upstreams:
+  -upstream a:6379,b:6379@2,c:6379 forwards to three servers, b with twice
+  the share of the others; -balance picks one per session. Each server has
+  its own pool (-spares, -max-idle, -max-open are per server). A dial that
+  fails or times out (-dial-timeout, per try) is retried on another server
+  within -get-timeout, so one server down costs a client nothing while
+  another is up. Five failures in a row (failed dials, sessions the server
+  ended before its first byte) eject a server for 10s, doubling while it
+  keeps failing; -health-every adds active checks. A host name is every
+  address it resolves to, resolved again every -resolve-every.
+
+Reload (SIGHUP, not on Windows):
+  re-reads the -config file and the environment (the command line stays
+  as given and still wins) and validates all of it as at start. Invalid:
+  logged at ERROR, nothing changes. Valid: -upstream (servers, weights)
+  and -balance take effect at once; a removed server drains, its live
+  sessions finish; no session is dropped. Other flags need a restart: a
+  change to them is logged at WARN and ignored.
+
 Reuse:
   never     every upstream conn serves one client, then is closed; spares
             still hide the dial. Safe for any protocol.

@@ -19,7 +19,7 @@ func TestParseConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatalf("parseConfig(nil): %v", err)
 	}
-	if cfg.listen != "127.0.0.1:7070" || cfg.upstream != "" || cfg.reuse != pool.ReuseNever ||
+	if cfg.listen != "127.0.0.1:7070" || len(cfg.upstreams) != 0 || cfg.reuse != pool.ReuseNever ||
 		cfg.shutdownGrace != 10*time.Second || cfg.logLevel != slog.LevelInfo ||
 		cfg.upstreamTLS != nil || cfg.listenTLS != nil || cfg.metrics != "" || cfg.clientKeepalive != 15*time.Second ||
 		cfg.protocol != protocolNone {
@@ -52,7 +52,7 @@ log-level debug # trailing comment
 			args: []string{"-listen", "127.0.0.1:0", "-upstream", "10.0.0.1:6379", "-spares", "7",
 				"-max-idle", "0", "-reuse", "clean", "-session-idle-timeout", "1m", "-log-level", "warn"},
 			want: func(c *config) bool {
-				return c.listen == "127.0.0.1:0" && c.upstream == "10.0.0.1:6379" && c.spares == 7 &&
+				return c.listen == "127.0.0.1:0" && formatServers(c.upstreams) == "10.0.0.1:6379" && c.spares == 7 &&
 					c.maxIdle == 0 && c.reuse == pool.ReuseIfClean && c.sessionIdle == time.Minute &&
 					c.logLevel == slog.LevelWarn
 			},
@@ -73,7 +73,7 @@ log-level debug # trailing comment
 			name: "file",
 			args: []string{"-config", file},
 			want: func(c *config) bool {
-				return c.listen == "127.0.0.1:0" && c.upstream == "10.0.0.1:6379" && c.spares == 1 &&
+				return c.listen == "127.0.0.1:0" && formatServers(c.upstreams) == "10.0.0.1:6379" && c.spares == 1 &&
 					c.maxOpen == 11 && c.shutdownGrace == 3*time.Second &&
 					string(c.fenceSend) == "PING\r\n" && string(c.fenceExpect) == "+PONG\r\n" &&
 					c.reuse == pool.ReuseIfVerified && c.logLevel == slog.LevelDebug
@@ -242,6 +242,9 @@ func TestRunHelp(t *testing.T) {
 		"-fence-send", "-fence-expect", "-upstream-tls", "-upstream-tls-ca", "-upstream-tls-server-name",
 		"-upstream-tls-insecure", "-upstream-tls-curves", "X25519MLKEM768", "OpenSSL 3.0", "-tls-cert", "-tls-key", "-metrics", "-log-level", "(default info)",
 		"-config", "RELAY_", "-reuse clean",
+		"-balance", "(default round-robin)", "least-conn", "client-ip", "-health-every", "-health-timeout", "-health-rise", "(default 2)",
+		"-health-fall", "(default 3)", "-health-send", "-health-expect", `PING\r\n`, "-resolve-every", "(default 30s)",
+		"-max-sessions-per-server", "per try", "Several upstreams:", "@2", "Reload (SIGHUP", "need a restart",
 	} {
 		if !strings.Contains(usage, want) {
 			t.Errorf("usage text lacks %q; got:\n%s", want, usage)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/relaykit/relay/balance"
 	"github.com/relaykit/relay/pool"
 )
 
@@ -355,4 +356,117 @@ func escapeBytes(b []byte) string {
 		}
 	}
 	return sb.String()
+}
+
+// upstreamsValue is -upstream: a comma-separated list of host:port, each
+// optionally followed by @W, a weight from 1 to balance.MaxWeight. Empty
+// is nil (the demo upstream). Host names are allowed and resolved later,
+// by the set; an empty host, a port that is not a number from 1 to
+// 65535, a bad weight, an empty element or a server given twice is an
+// error naming the element.
+type upstreamsValue struct{ s *[]balance.Server }
+
+func (v upstreamsValue) String() string {
+	if v.s == nil {
+		return ""
+	}
+	return formatServers(*v.s)
+}
+
+func (v upstreamsValue) Set(s string) error {
+	if strings.TrimSpace(s) == "" {
+		*v.s = nil
+		return nil
+	}
+	var out []balance.Server
+	seen := make(map[string]bool)
+	for elem := range strings.SplitSeq(s, ",") {
+		elem = strings.TrimSpace(elem)
+		if elem == "" {
+			return errors.New("empty element (want a comma-separated list of host:port or host:port@weight)")
+		}
+		addr, weight := elem, 1
+		if i := strings.LastIndexByte(elem, '@'); i >= 0 {
+			addr = elem[:i]
+			w, err := strconv.Atoi(elem[i+1:])
+			if err != nil || w < 1 || w > balance.MaxWeight {
+				return fmt.Errorf("%q: weight must be a whole number from 1 to %d", elem, balance.MaxWeight)
+			}
+			weight = w
+		}
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return fmt.Errorf("%q: want host:port", elem)
+		}
+		if host == "" {
+			return fmt.Errorf("%q: no host", elem)
+		}
+		if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+			return fmt.Errorf("%q: port must be a number from 1 to 65535", elem)
+		}
+		key := net.JoinHostPort(strings.ToLower(host), port)
+		if seen[key] {
+			return fmt.Errorf("%q given twice", addr)
+		}
+		seen[key] = true
+		out = append(out, balance.Server{Addr: addr, Weight: weight})
+	}
+	*v.s = out
+	return nil
+}
+
+// formatServers prints a server list as -upstream takes it, the weight
+// only when it is not 1.
+func formatServers(list []balance.Server) string {
+	var sb strings.Builder
+	for i, sv := range list {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteString(sv.Addr)
+		if sv.Weight > 1 {
+			sb.WriteByte('@')
+			sb.WriteString(strconv.Itoa(sv.Weight))
+		}
+	}
+	return sb.String()
+}
+
+// balanceValue is a balance.Policy by name (-balance).
+type balanceValue struct{ p *balance.Policy }
+
+func (v balanceValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return v.p.String()
+}
+
+func (v balanceValue) Set(s string) error {
+	if err := v.p.UnmarshalText([]byte(strings.ToLower(strings.TrimSpace(s)))); err != nil {
+		return errors.New("want round-robin, least-conn, random or client-ip")
+	}
+	return nil
+}
+
+// positiveValue is an int of at least 1.
+type positiveValue struct{ n *int }
+
+func (v positiveValue) String() string {
+	if v.n == nil {
+		return "0"
+	}
+	return strconv.Itoa(*v.n)
+}
+
+func (v positiveValue) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	switch {
+	case err != nil:
+		return errors.New("not a whole number")
+	case n < 1:
+		return errors.New("must be at least 1")
+	}
+	*v.n = n
+	return nil
 }

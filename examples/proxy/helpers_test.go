@@ -48,10 +48,16 @@ var listeningRE = regexp.MustCompile(`msg="relay listening" addr=(\S+)`)
 // the end of the test if the test did not stop it.
 func startProxy(t *testing.T, args ...string) *proxyRun {
 	t.Helper()
+	return startProxyWith(t, runOptions{}, args...)
+}
+
+// startProxyWith is startProxy calling runWith with opts.
+func startProxyWith(t *testing.T, opts runOptions, args ...string) *proxyRun {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &proxyRun{t: t, cancel: cancel, done: make(chan struct{}), stderr: new(logbuf.Buffer), stdout: new(logbuf.Buffer)}
 	go func() {
-		r.err = run(ctx, args, r.stdout, r.stderr)
+		r.err = runWith(ctx, args, r.stdout, r.stderr, opts)
 		close(r.done)
 	}()
 	t.Cleanup(func() { r.stop() })

@@ -17,6 +17,17 @@
 //	proxy -listen :7070 -upstream 10.0.0.5:6379 -spares 8 -max-open 64 \
 //	    -protocol redis -metrics 127.0.0.1:9090
 //
+// In front of three Redis servers, the second with twice the share of
+// sessions, each checked with PING every 2s:
+//
+//	proxy -upstream 10.0.0.5:6379,10.0.0.6:6379@2,10.0.0.7:6379 -balance least-conn \
+//	    -protocol redis -health-every 2s
+//
+// Each server has a pool of its own (-spares, -max-idle and -max-open are
+// per server). A dial that fails or times out (-dial-timeout, per try) is
+// retried on another server within -get-timeout; failures eject a server
+// for a while, and -health-every adds active checks.
+//
 // Every flag can also come from an environment variable RELAY_<NAME>
 // (RELAY_MAX_OPEN=64) or from a -config file with one "name value" per
 // line; the command line wins over the environment, which wins over the
@@ -26,10 +37,20 @@
 // SIGINT or SIGTERM stops accepting at once, lets sessions finish for
 // -shutdown-grace, cuts the rest, and exits 0. Other failures exit 1.
 //
-// The log (log/slog text, on stderr) reports the bound address, which
-// matters with -listen 127.0.0.1:0:
+// SIGHUP (not on Windows) reloads: the -config file and the environment
+// are read again (the command line stays as given and still wins) and
+// validated as at start. An invalid configuration is logged at ERROR and
+// changes nothing. A valid one applies -upstream (servers and weights)
+// and -balance at once, without dropping a session: a removed server
+// takes no new session and its live ones finish. Other flags need a
+// restart; a change to them is logged at WARN and ignored.
 //
-//	level=INFO msg="relay listening" addr=127.0.0.1:40123 upstream=10.0.0.5:6379 ...
+// The log (log/slog text, on stderr) reports the bound address, which
+// matters with -listen 127.0.0.1:0, and is written once SIGHUP is
+// caught, so a SIGHUP sent after it reloads rather than kills:
+//
+//	level=INFO msg="relay listening" addr=127.0.0.1:40123 upstream=10.0.0.5:6379,10.0.0.6:6379@2 balance=round-robin ... reload=SIGHUP
+//	level=INFO msg="relay reloaded" upstream=10.0.0.6:6379 balance=least-conn changed=-upstream,-balance
 package main
 
 import (

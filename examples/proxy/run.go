@@ -23,11 +23,26 @@ import (
 // RELAY_* environment variables, then the -config file), builds the parts
 // in dependency order, and runs them as one oklog/run group until
 // SIGINT, SIGTERM or ctx's end, after which it drains and returns nil.
-// Usage errors are *usageError; -h prints the usage text to stdout and
-// returns nil. Logs go to stderr.
+// On SIGHUP (unix) it reads the configuration again and applies the
+// upstreams and the policy (see reloader). Usage errors are *usageError;
+// -h prints the usage text to stdout and returns nil. Logs go to stderr.
 //
 // run starts no goroutine that outlives it.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return runWith(ctx, args, stdout, stderr, runOptions{})
+}
+
+// runOptions are run's internal knobs, for tests.
+type runOptions struct {
+	// reload, when not nil, triggers a reload on each receive, in place
+	// of SIGHUP, which is then left alone: a test need not signal its
+	// own process, where a SIGHUP that comes before the handler would
+	// kill it.
+	reload <-chan os.Signal
+}
+
+// runWith is run with opts.
+func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, opts runOptions) error {
 	cfg, err := parseConfig(args, stdout)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
@@ -40,17 +55,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// From here on, every part is closed by a defer on the way out, in
 	// reverse order; the actors' interrupts close them first on the
 	// normal path, and every Close is safe to call twice.
-	upstream := cfg.upstream
+	servers := cfg.upstreams
 	var demo *demoUpstream
-	if upstream == "" {
+	if len(servers) == 0 {
 		if demo, err = listenDemo(log); err != nil {
 			return err
 		}
 		defer demo.close()
-		upstream = demo.addr()
+		servers = []balance.Server{{Addr: demo.addr(), Weight: 1}}
 	}
 
-	set, err := balance.New(cfg.balanceConfig(upstream, log))
+	set, err := balance.New(cfg.balanceConfig(servers, log))
 	if err != nil {
 		return &usageError{err} // the set names the bad field
 	}
@@ -83,11 +98,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer metrics.stop()
 	}
 
+	// The reload trigger: SIGHUP is caught from here on, before the
+	// "relay listening" line, so that a SIGHUP sent after that line is
+	// never the default action (which kills the process).
+	trigger, how := opts.reload, "trigger"
+	if trigger == nil {
+		var stopNotify func()
+		trigger, stopNotify = notifyReload()
+		defer stopNotify()
+		how = reloadHow
+	}
+	rl := &reloader{args: args, log: log, set: set, running: cfg}
+	if demo != nil {
+		rl.demo = demo.addr()
+	}
+	rl.running.upstreams = servers
+
 	// The actors. oklog/run interrupts them in the order added, each
-	// interrupt returning before the next is called, so the proxy drains
-	// first, while /metrics still answers and the demo upstream still
-	// serves the sessions being drained.
+	// interrupt returning before the next is called: reloading stops
+	// first, then the proxy drains, while /metrics still answers and the
+	// demo upstream still serves the sessions being drained.
 	var g oklog.Group
+	stopReload := make(chan struct{})
+	g.Add(func() error { return rl.loop(trigger, stopReload) }, func(error) { close(stopReload) })
 	g.Add(pl.Serve, func(reason error) {
 		log.Info("relay shutting down", "reason", reason, "grace", cfg.shutdownGrace)
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.shutdownGrace)
@@ -108,14 +141,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	log.Info("relay listening",
 		"addr", pl.Addr(),
-		"upstream", upstream,
+		"upstream", formatServers(servers),
+		"balance", cfg.balance,
 		"reuse", cfg.reuse,
 		"protocol", cfg.protocol,
 		"tls", cfg.listenTLS != nil,
-		"upstream_tls", cfg.upstreamTLS != nil)
+		"upstream_tls", cfg.upstreamTLS != nil,
+		"health_every", cfg.healthEvery,
+		"reload", how)
 	if demo != nil {
 		log.Info("demo upstream: a line echo naming the upstream conn that served you",
-			"addr", upstream,
+			"addr", demo.addr(),
 			"try", "echo hello | nc "+ncAddr(pl.Addr()))
 	}
 
