@@ -30,12 +30,12 @@ func (set *Set) pick(v *view, ip netip.Addr, tried []*server) (sv *server, full 
 		var c *server
 		switch v.policy {
 		case LeastConn:
-			c = set.leastConn(v.up, skip)
+			c = set.leastConn(v, skip)
 		case Random:
 			c = set.twoChoices(v, skip)
 		case ClientIP:
 			if ip.IsValid() {
-				c = rendezvous(v.up, ip, skip)
+				c = rendezvous(v, ip, skip)
 				break
 			}
 			c = set.roundRobin(v, skip)
@@ -71,24 +71,28 @@ func (set *Set) roundRobin(v *view, skip []*server) *server {
 
 // leastConn takes the server with the fewest sessions for its weight,
 // not in skip; ties go in turn.
-func (set *Set) leastConn(up []*server, skip []*server) *server {
-	n := len(up)
+func (set *Set) leastConn(v *view, skip []*server) *server {
+	n := len(v.up)
 	if n == 0 {
 		return nil
 	}
 	start := int(set.rr.Add(1) % uint64(n))
-	var best *server
+	best := -1
 	var bestLoad int64
-	for i := range n {
-		c := up[(start+i)%n]
+	for k := range n {
+		i := (start + k) % n
+		c := v.up[i]
 		if slices.Contains(skip, c) {
 			continue
 		}
-		if load := c.active.Load(); best == nil || lighter(load, c.weight, bestLoad, best.weight) {
-			best, bestLoad = c, load
+		if load := c.active.Load(); best < 0 || lighter(load, v.w[i], bestLoad, v.w[best]) {
+			best, bestLoad = i, load
 		}
 	}
-	return best
+	if best < 0 {
+		return nil
+	}
+	return v.up[best]
 }
 
 // lighter reports whether a sessions on weight wa is a lighter load than
@@ -101,14 +105,15 @@ func lighter(a int64, wa int, b int64, wb int) bool {
 // the lighter; a draw that lands in skip falls back to leastConn.
 func (set *Set) twoChoices(v *view, skip []*server) *server {
 	total := v.cum[len(v.cum)-1]
-	draw := func() *server {
+	draw := func() int {
 		i, _ := slices.BinarySearch(v.cum, rand.IntN(total)+1)
-		return v.up[i]
+		return i
 	}
-	a, b := draw(), draw()
+	i, j := draw(), draw()
+	a, b := v.up[i], v.up[j]
 	switch aok, bok := !slices.Contains(skip, a), !slices.Contains(skip, b); {
 	case aok && bok:
-		if lighter(b.active.Load(), b.weight, a.active.Load(), a.weight) {
+		if lighter(b.active.Load(), v.w[j], a.active.Load(), v.w[i]) {
 			return b
 		}
 		return a
@@ -117,43 +122,43 @@ func (set *Set) twoChoices(v *view, skip []*server) *server {
 	case bok:
 		return b
 	}
-	return set.leastConn(v.up, skip)
+	return set.leastConn(v, skip)
 }
 
 // rendezvous takes the server with the highest weighted score for ip
 // (weighted rendezvous hashing), not in skip. A server joining or leaving
 // changes the pick only of the clients whose top score it holds.
-func rendezvous(up []*server, ip netip.Addr, skip []*server) *server {
+func rendezvous(v *view, ip netip.Addr, skip []*server) *server {
 	h := hashIP(ip)
 	var best *server
 	bestScore := math.Inf(-1)
-	for _, c := range up {
+	for i, c := range v.up {
 		if slices.Contains(skip, c) {
 			continue
 		}
 		// u is uniform in (0, 1); -w/ln(u) is the weighted score.
 		u := (float64(mix(h^c.hash)>>11) + 0.5) / (1 << 53)
-		if score := -float64(c.weight) / math.Log(u); score > bestScore {
+		if score := -float64(v.w[i]) / math.Log(u); score > bestScore {
 			best, bestScore = c, score
 		}
 	}
 	return best
 }
 
-// smoothOrder is the smooth weighted round-robin order over up (as nginx
-// spreads weights): each server appears weight times, spread out rather
-// than in runs.
-func smoothOrder(up []*server) []*server {
+// smoothOrder is the smooth weighted round-robin order over up, whose
+// weights are w (as nginx spreads weights): each server appears its
+// weight times, spread out rather than in runs.
+func smoothOrder(up []*server, w []int) []*server {
 	total := 0
-	for _, sv := range up {
-		total += sv.weight
+	for _, x := range w {
+		total += x
 	}
 	seq := make([]*server, 0, total)
 	cur := make([]int, len(up))
 	for range total {
 		best := 0
-		for i, sv := range up {
-			cur[i] += sv.weight
+		for i := range up {
+			cur[i] += w[i]
 			if cur[i] > cur[best] {
 				best = i
 			}

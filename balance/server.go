@@ -18,7 +18,7 @@ type server struct {
 
 	name, host string // as configured; with addr, the server's identity
 
-	// Under set.mu.
+	// Under set.mu. Picks read the weight from the view instead.
 	weight     int
 	ejected    bool        // by passive detection
 	down       bool        // by active checks

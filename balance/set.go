@@ -53,6 +53,7 @@ type Set struct {
 type view struct {
 	policy Policy
 	up     []*server // healthy servers, by address
+	w      []int     // their weights, as they were when the view was made
 	// seq is RoundRobin's smooth weighted order over up.
 	seq []*server
 	// cum holds the running sums of up's weights, for Random.
@@ -266,12 +267,13 @@ func (set *Set) publishLocked(policy Policy) {
 		}
 		return strings.Compare(a.name, b.name)
 	})
-	v.seq = smoothOrder(v.up)
 	sum := 0
 	for _, sv := range v.up {
+		v.w = append(v.w, sv.weight)
 		sum += sv.weight
 		v.cum = append(v.cum, sum)
 	}
+	v.seq = smoothOrder(v.up, v.w)
 	set.view.Store(v)
 }
 

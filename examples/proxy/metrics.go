@@ -149,7 +149,7 @@ func (c *serverCollector) Describe(ch chan<- *prometheus.Desc) {
 var serverStates = [...]balance.State{balance.StateUp, balance.StateEjected, balance.StateDown, balance.StateDraining}
 
 func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, s := range mergeServers(c.set.Servers()) {
+	for _, s := range c.set.Servers() { // each server once
 		gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append([]string{s.Addr, s.Name}, labels...)...)
 		}
@@ -176,36 +176,6 @@ func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.conns, float64(s.Pool.InUse), "in_use")
 	}
 	ch <- prometheus.MustNewConstMetric(c.noServer, prometheus.CounterValue, float64(c.set.NoServer()))
-}
-
-// mergeServers folds entries with the same address and name into one.
-// Servers can list a server twice: one taken out by Update and put back
-// while its old self still drains. Two series with the same labels
-// would fail the whole scrape, so their figures are summed, under the
-// state of the first (the live one: Servers lists those first).
-func mergeServers(list []balance.ServerStats) []balance.ServerStats {
-	type key struct{ addr, name string }
-	out := list[:0:0]
-	at := make(map[key]int, len(list))
-	for _, s := range list {
-		k := key{s.Addr, s.Name}
-		i, dup := at[k]
-		if !dup {
-			at[k] = len(out)
-			out = append(out, s)
-			continue
-		}
-		o := &out[i]
-		o.Active += s.Active
-		o.Sessions += s.Sessions
-		o.DialFailures += s.DialFailures
-		o.Failures += s.Failures
-		o.CheckFailures += s.CheckFailures
-		o.Ejections += s.Ejections
-		o.Downs += s.Downs
-		o.Pool.Add(s.Pool)
-	}
-	return out
 }
 
 func b2f(b bool) float64 {
