@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/relaykit/relay/pool"
@@ -58,10 +59,10 @@ func (p Policy) MarshalText() ([]byte, error) {
 	return []byte(p.String()), nil
 }
 
-// UnmarshalText parses a policy's name.
+// UnmarshalText parses a policy's name, in any case.
 func (p *Policy) UnmarshalText(b []byte) error {
 	for i, n := range policyNames {
-		if string(b) == n {
+		if strings.EqualFold(string(b), n) {
 			*p = Policy(i)
 			return nil
 		}

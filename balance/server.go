@@ -96,12 +96,20 @@ func (sv *server) healthyLocked() bool { return !sv.ejected && !sv.down && !sv.r
 // reserve counts a session about to go to sv, unless sv is at
 // MaxSessions.
 func (sv *server) reserve() bool {
-	n := sv.active.Add(1)
-	if limit := sv.set.s.MaxSessions; limit > 0 && n > int64(limit) {
-		sv.unreserve()
-		return false
+	limit := int64(sv.set.s.MaxSessions)
+	if limit == 0 {
+		sv.active.Add(1)
+		return true
 	}
-	return true
+	for {
+		n := sv.active.Load()
+		if limit > 0 && n >= limit {
+			return false
+		}
+		if sv.active.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
 }
 
 // unreserve gives a reservation back: the session ended, or never got a

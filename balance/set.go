@@ -43,7 +43,7 @@ type Set struct {
 	resolved map[string][]netip.Addr // by host name: the last good lookup
 	servers  map[string]*server      // by memberKey, live ones only
 	draining []*server               // removed, until their last session ends
-	waiters  []chan struct{}         // callers waiting under MaxSessions, oldest first
+	waiters  []*waiter               // callers waiting under MaxSessions, oldest first
 
 	done chan struct{}  // closed by Close
 	wg   sync.WaitGroup // the resolver, the checkers and pools being closed
@@ -275,6 +275,9 @@ func (set *Set) publishLocked(policy Policy) {
 	}
 	v.seq = smoothOrder(v.up, v.w)
 	set.view.Store(v)
+	// Health changed: a waiter may now have room, or nothing left to
+	// wait for (it then fails at once, and passes the turn on).
+	set.wakeLocked()
 }
 
 // republishLocked publishes a new view with the current policy, after a
@@ -322,6 +325,9 @@ func (set *Set) get(ctx context.Context, ip netip.Addr) (pool.Lease, error) {
 	)
 	for {
 		if err := ctx.Err(); err != nil {
+			if turn { // woken for a slot it will not take: pass it on
+				set.wake()
+			}
 			return pool.Lease{}, err
 		}
 		v := set.view.Load()
@@ -337,13 +343,16 @@ func (set *Set) get(ctx context.Context, ip netip.Addr) (pool.Lease, error) {
 		}
 		if sv == nil {
 			if !full {
+				if turn {
+					set.wake()
+				}
 				set.noServer.Add(1)
 				if lastErr != nil {
 					return pool.Lease{}, fmt.Errorf("%w: %d tried, the last: %w", ErrNoServer, len(tried), lastErr)
 				}
 				return pool.Lease{}, ErrNoServer
 			}
-			if err := set.await(ctx, turn); err != nil {
+			if err := set.await(ctx, turn, tried); err != nil {
 				return pool.Lease{}, err
 			}
 			turn = true
@@ -368,17 +377,18 @@ func (set *Set) get(ctx context.Context, ip netip.Addr) (pool.Lease, error) {
 // await waits, in FIFO order, until a server frees a slot under
 // MaxSessions, or ctx ends. A caller that had its turn and lost the slot
 // to a race queues first again.
-func (set *Set) await(ctx context.Context, first bool) error {
-	ch := make(chan struct{}, 1)
+func (set *Set) await(ctx context.Context, first bool, tried []*server) error {
+	w := &waiter{ch: make(chan struct{}, 1), tried: slices.Clone(tried)}
+	ch := w.ch
 	set.mu.Lock()
 	if set.closed {
 		set.mu.Unlock()
 		return ErrClosed
 	}
 	if first {
-		set.waiters = slices.Insert(set.waiters, 0, ch)
+		set.waiters = slices.Insert(set.waiters, 0, w)
 	} else {
-		set.waiters = append(set.waiters, ch)
+		set.waiters = append(set.waiters, w)
 	}
 	set.nwait.Add(1)
 	set.mu.Unlock()
@@ -392,7 +402,7 @@ func (set *Set) await(ctx context.Context, first bool) error {
 		return ErrClosed
 	}
 	set.mu.Lock()
-	i := slices.Index(set.waiters, ch)
+	i := slices.Index(set.waiters, w)
 	if i >= 0 {
 		set.waiters = slices.Delete(set.waiters, i, i+1)
 		set.nwait.Add(-1)
@@ -410,24 +420,43 @@ func (set *Set) wake() {
 		return
 	}
 	set.mu.Lock()
-	if len(set.waiters) > 0 && set.hasRoom() {
-		ch := set.waiters[0]
-		set.waiters = slices.Delete(set.waiters, 0, 1)
-		set.nwait.Add(-1)
-		ch <- struct{}{}
-	}
+	set.wakeLocked()
 	set.mu.Unlock()
 }
 
-// hasRoom reports whether a healthy server is below MaxSessions.
-func (set *Set) hasRoom() bool {
+// wakeLocked is wake with set.mu held.
+func (set *Set) wakeLocked() {
+	for i, w := range set.waiters {
+		if set.hasRoom(w.tried) {
+			set.waiters = slices.Delete(set.waiters, i, i+1)
+			set.nwait.Add(-1)
+			w.ch <- struct{}{}
+			return
+		}
+	}
+}
+
+// waiter is a caller waiting under MaxSessions.
+type waiter struct {
+	ch    chan struct{} // cap 1: woken once
+	tried []*server     // servers it tried: their room is not its room
+}
+
+// hasRoom reports whether a healthy server not in tried is below
+// MaxSessions, or none is left (so that the caller fails at once).
+func (set *Set) hasRoom(tried []*server) bool {
 	v := set.view.Load()
+	left := false
 	for _, sv := range v.up {
+		if slices.Contains(tried, sv) {
+			continue
+		}
 		if sv.active.Load() < int64(set.s.MaxSessions) {
 			return true
 		}
+		left = true
 	}
-	return len(v.up) == 0 // nothing healthy: let it fail at once
+	return !left // nothing healthy left to try: let it fail at once
 }
 
 func (set *Set) isClosed() bool {
