@@ -144,7 +144,7 @@ func TestCloseTwice(t *testing.T) {
 	if _, err := set.Get(context.Background()); !errors.Is(err, ErrClosed) {
 		t.Errorf("Get after Close: got %v; want ErrClosed", err)
 	}
-	if err := set.Update([]Server{{Addr: up.Addr()}}, RoundRobin); !errors.Is(err, ErrClosed) {
+	if err := set.Update(context.Background(), []Server{{Addr: up.Addr()}}, RoundRobin); !errors.Is(err, ErrClosed) {
 		t.Errorf("Update after Close: got %v; want ErrClosed", err)
 	}
 }

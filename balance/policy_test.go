@@ -1,6 +1,7 @@
 package balance
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"testing"
@@ -78,7 +79,7 @@ func TestLeastConn(t *testing.T) {
 	// Weights 1, 2, 1: 8 sessions held are exactly 2, 4, 2 (2 per unit
 	// of weight everywhere; any other spread has a server above 2 that
 	// least-conn would not have picked).
-	if err := set.Update(listOf(ups, 1, 2, 1), LeastConn); err != nil {
+	if err := set.Update(context.Background(), listOf(ups, 1, 2, 1), LeastConn); err != nil {
 		t.Fatal(err)
 	}
 	held = make(map[string][]pool.Lease)
@@ -127,7 +128,7 @@ func TestRandomPrefersLighter(t *testing.T) {
 			l.Release(untouched)
 		}
 	}()
-	if err := set.Update(listOf(ups), Random); err != nil {
+	if err := set.Update(context.Background(), listOf(ups), Random); err != nil {
 		t.Fatal(err)
 	}
 	const n = 400
@@ -201,7 +202,7 @@ func TestClientIPAddServerMovesAQuarter(t *testing.T) {
 			t.Errorf("%s got %d of %d clients; want about a third (%v)", up.Addr(), c, n, perServer)
 		}
 	}
-	if err := set.Update(listOf(ups), ClientIP); err != nil {
+	if err := set.Update(context.Background(), listOf(ups), ClientIP); err != nil {
 		t.Fatal(err)
 	}
 	newcomer := ups[3].Addr()

@@ -171,7 +171,7 @@ func TestNamedAndIPEntries(t *testing.T) {
 	if got := set.Servers(); len(got) != 2 || got[0].Addr != one || got[1].Addr != one || got[0].Name == got[1].Name {
 		t.Fatalf("Servers: %+v; want %s twice, under two names", got, one)
 	}
-	if err := set.Update([]Server{{Addr: one}}, RoundRobin); err != nil {
+	if err := set.Update(context.Background(), []Server{{Addr: one}}, RoundRobin); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the named entry to go", func() bool { return len(set.Servers()) == 1 })

@@ -1,6 +1,7 @@
 package balance
 
 import (
+	"context"
 	"testing"
 
 	"github.com/relaykit/relay/pool"
@@ -12,13 +13,13 @@ func TestReviveDraining(t *testing.T) {
 	ups := startEchos(t, 2)
 	set := newSet(t, Config{Servers: listOf(ups[:1])})
 	held := get(t, set)
-	if err := set.Update(listOf(ups[1:]), RoundRobin); err != nil {
+	if err := set.Update(context.Background(), listOf(ups[1:]), RoundRobin); err != nil {
 		t.Fatal(err)
 	}
 	if st := stateOf(t, set, ups[0].Addr()); st != StateDraining {
 		t.Fatalf("after the first update: %s; want draining", st)
 	}
-	if err := set.Update(listOf(ups), RoundRobin); err != nil {
+	if err := set.Update(context.Background(), listOf(ups), RoundRobin); err != nil {
 		t.Fatal(err)
 	}
 	seen := map[string]int{}

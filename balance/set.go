@@ -101,16 +101,16 @@ func New(cfg Config) (*Set, error) {
 // finish on its pool, which is then closed), a new one starts its pool
 // and warms its spares, and one that stays keeps its pool and health,
 // taking its new weight. Host names are resolved first; when the list is
-// invalid or a name does not resolve, Update returns the error and the
-// running set stays as it was.
-func (set *Set) Update(servers []Server, policy Policy) error {
+// invalid or a name does not resolve (within ctx), Update returns the
+// error and the running set stays as it was.
+func (set *Set) Update(ctx context.Context, servers []Server, policy Policy) error {
 	if int(policy) >= len(policyNames) {
 		return fmt.Errorf("balance: Update: unknown policy %d", uint8(policy))
 	}
 	if err := checkServers(servers); err != nil {
 		return err
 	}
-	members, err := set.resolveAll(context.Background(), servers, true)
+	members, err := set.resolveAll(ctx, servers, true)
 	if err != nil {
 		return err
 	}

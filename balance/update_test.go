@@ -32,7 +32,7 @@ func TestUpdateDrainsRemovedServer(t *testing.T) {
 	if len(mine) != 2 {
 		t.Fatalf("6 Gets in turn over 3 servers: %d on %s; want 2", len(mine), removed)
 	}
-	if err := set.Update(listOf(ups[1:]), RoundRobin); err != nil {
+	if err := set.Update(context.Background(), listOf(ups[1:]), RoundRobin); err != nil {
 		t.Fatal(err)
 	}
 	st, ok := statsOf(set, removed)
@@ -77,7 +77,7 @@ func TestUpdateKeepsHealthAndTakesWeights(t *testing.T) {
 		l.Release(untouched)
 		return stateOf(t, set, ups[0].Addr()) == StateEjected
 	})
-	if err := set.Update(listOf(ups, 3, 5), LeastConn); err != nil {
+	if err := set.Update(context.Background(), listOf(ups, 3, 5), LeastConn); err != nil {
 		t.Fatal(err)
 	}
 	if set.Balance() != LeastConn {
@@ -117,7 +117,7 @@ func TestUpdateInvalidChangesNothing(t *testing.T) {
 		{listOf(ups), Policy(7), "policy"},
 		{[]Server{{Addr: ups[0].Addr()}, {Addr: "gone.test:80"}}, RoundRobin, "Config.Servers[1]"},
 	} {
-		err := set.Update(tt.list, tt.policy)
+		err := set.Update(context.Background(), tt.list, tt.policy)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Update(%v, %v): got %v; want an error naming %s", tt.list, tt.policy, err, tt.want)
 		}
@@ -332,7 +332,7 @@ func TestUpdateWeightsUnderLoad(t *testing.T) {
 				}()
 			}
 			for i := 0; gets.Load() < 500 && !t.Failed(); i++ {
-				if err := set.Update(listOf(ups, 1+i%3, 2, 3-i%3), policy); err != nil {
+				if err := set.Update(context.Background(), listOf(ups, 1+i%3, 2, 3-i%3), policy); err != nil {
 					t.Error(err)
 				}
 			}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"maps"
@@ -34,10 +35,21 @@ type reloader struct {
 // loop reloads on each receive from trigger, until stop is closed. It
 // is the reload actor's execute; a nil trigger never fires.
 func (r *reloader) loop(trigger <-chan os.Signal, stop <-chan struct{}) error {
+	// A reload's name lookups end with the actor, not after their own
+	// timeout, so that a reload never holds up shutdown.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	for {
 		select {
 		case <-trigger:
-			r.reload()
+			r.reload(ctx)
 		case <-stop:
 			return nil
 		}
@@ -49,7 +61,7 @@ func (r *reloader) loop(trigger <-chan os.Signal, stop <-chan struct{}) error {
 // one is logged at Error and changes nothing; a valid one has its
 // -upstream and -balance applied, and a change to any other flag logged
 // at Warn and left for a restart.
-func (r *reloader) reload() {
+func (r *reloader) reload(ctx context.Context) {
 	next, err := parseConfig(r.args, io.Discard)
 	if err != nil {
 		r.log.Error("relay reload refused; keeping the running configuration", "err", err)
@@ -72,7 +84,7 @@ func (r *reloader) reload() {
 			servers = []balance.Server{{Addr: r.demo, Weight: 1}}
 		}
 	}
-	if err := r.set.Update(servers, next.balance); err != nil {
+	if err := r.set.Update(ctx, servers, next.balance); err != nil {
 		r.log.Error("relay reload refused; keeping the running configuration", "err", err)
 		return
 	}

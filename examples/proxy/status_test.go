@@ -583,7 +583,7 @@ func TestServerMetricsDraining(t *testing.T) {
 			rest = e.addr
 		}
 	}
-	if err := r.set.Update([]balance.Server{{Addr: rest}}, balance.RoundRobin); err != nil {
+	if err := r.set.Update(context.Background(), []balance.Server{{Addr: rest}}, balance.RoundRobin); err != nil {
 		t.Fatal(err)
 	}
 	body := r.get("/metrics")
@@ -593,7 +593,7 @@ func TestServerMetricsDraining(t *testing.T) {
 	if page := r.get("/"); !strings.Contains(page, `st-draining">draining<`) {
 		t.Errorf("/ does not show the draining server; got:\n%s", page)
 	}
-	if err := r.set.Update([]balance.Server{{Addr: on}, {Addr: rest}}, balance.RoundRobin); err != nil {
+	if err := r.set.Update(context.Background(), []balance.Server{{Addr: on}, {Addr: rest}}, balance.RoundRobin); err != nil {
 		t.Fatal(err)
 	}
 	n := 0
