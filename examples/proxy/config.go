@@ -137,7 +137,7 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	flags.Var(&bytesValue{b: &cfg.fenceExpect}, "fence-expect", "verified reuse: `bytes` the reply to -fence-send must end with (same escapes)")
 	upTLS := flags.Bool("upstream-tls", false, "dial the upstream with TLS (handshake done before a conn is pooled)")
 	upCA := flags.String("upstream-tls-ca", "", "PEM `file` of CAs to verify the upstream with (default: system roots)")
-	upName := flags.String("upstream-tls-server-name", "", "`name` to verify the upstream's certificate for (default: host of -upstream)")
+	upName := flags.String("upstream-tls-server-name", "", "`name` to verify the upstreams' certificates for (default: each server's host, as -upstream names it)")
 	upInsecure := flags.Bool("upstream-tls-insecure", false, "do not verify the upstream's certificate (testing only)")
 	var upCurves []tls.CurveID
 	flags.Var(curvesValue{&upCurves}, "upstream-tls-curves", "TLS key-exchange `groups` to offer the upstream, comma-separated, each "+
@@ -146,7 +146,7 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 		"per handshake, at the price of no post-quantum protection")
 	cert := flags.String("tls-cert", "", "PEM certificate `file`: terminate TLS on the listener (with -tls-key)")
 	key := flags.String("tls-key", "", "PEM private key `file` for -tls-cert")
-	flags.Var(addrValue{s: &cfg.metrics, empty: true}, "metrics", "serve /metrics (Prometheus) and /debug/pprof/ on `host:port` (empty is off)")
+	flags.Var(addrValue{s: &cfg.metrics, empty: true}, "metrics", "serve /metrics (Prometheus), a status page at / and /debug/pprof/ on `host:port` (empty is off)")
 	flags.Var(levelValue{&cfg.logLevel}, "log-level", "log `level`: debug, info, warn or error")
 	flags.String("config", "", "read flags from `file`, one \"name value\" per line (# comments)")
 

@@ -132,7 +132,7 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, opts 
 	})
 	if metrics != nil {
 		g.Add(metrics.serve, func(error) { metrics.stop() })
-		log.Info("metrics listening", "addr", metrics.ln.Addr(), "paths", "/metrics /debug/pprof/")
+		log.Info("metrics listening", "addr", metrics.ln.Addr(), "paths", "/ /metrics /debug/pprof/")
 	}
 	if demo != nil {
 		g.Add(demo.serve, func(error) { demo.close() })
