@@ -1,6 +1,7 @@
 package listener
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -63,6 +64,16 @@ type Config struct {
 	// Logger receives one record per failed session (Warn), per ended
 	// session (Debug) and per accept error (Error). Nil means silent.
 	Logger *slog.Logger
+
+	// Prepare, when set, runs first for each client, on its session's
+	// goroutine, before the TLS handshake (if any), the access rules and
+	// the peek, under HandshakeTimeout and Close: ctx ends with either.
+	// It is where a client's first bytes that are not its stream are
+	// read, such as the PROXY protocol header of a load balancer in front
+	// (the bundled proxy's -accept-proxy does that, and its conn then
+	// reports the header's addresses). An error closes the client as a
+	// *HandshakeError before any upstream is taken.
+	Prepare func(ctx context.Context, c net.Conn) error
 
 	// Routes send TLS clients by the server name of their ClientHello
 	// (SNI) to an Upstream of their own, without terminating TLS (see
@@ -193,7 +204,8 @@ type SessionInfo struct {
 }
 
 // HandshakeError reports that a client accepted from a TLS listener did
-// not complete its handshake; it was closed before any upstream was taken.
+// not complete its handshake, or that Config.Prepare failed; it was
+// closed before any upstream was taken.
 type HandshakeError struct {
 	// Err is the handshake's error (context.DeadlineExceeded after
 	// HandshakeTimeout).

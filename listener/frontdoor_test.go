@@ -2,12 +2,15 @@ package listener
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -524,5 +527,43 @@ func TestPeekedNotReused(t *testing.T) {
 		if want := fmt.Sprintf("reply to r%d\n", i); err != nil || got != want {
 			t.Fatalf("round %d: got %q, %v; want %q", i, got, err, want)
 		}
+	}
+}
+
+// TestPrepare: Prepare reads what precedes the client's stream (here a
+// 4-byte tag) before anything else; the upstream gets only the rest, and
+// the copy still runs between the raw sockets. A failing Prepare closes
+// the client as a HandshakeError.
+func TestPrepare(t *testing.T) {
+	up := startServer(t, echo)
+	ended := make(chan SessionInfo, 4)
+	l := newProxy(t, newPool(t, pool.Config{Addr: up.Addr()}), Config{
+		Prepare: func(ctx context.Context, c net.Conn) error {
+			tag := make([]byte, 4)
+			if _, err := io.ReadFull(c, tag); err != nil {
+				return err
+			}
+			if string(tag) != "TAG\n" {
+				return fmt.Errorf("bad tag %q", tag)
+			}
+			return nil
+		},
+		OnSessionEnd: func(i SessionInfo) { ended <- i },
+	})
+	c := dial(t, l.Addr().String())
+	if got, err := exchange(c, "TAG\nhello\n"); err != nil || got != "hello\n" {
+		t.Fatalf("got %q, %v; want hello", got, err)
+	}
+	c.Close()
+	if info := <-ended; info.Err != nil || (runtime.GOOS == "linux" && !info.Result.Up.Spliced) {
+		t.Errorf("session: err %v, spliced %v; want no error, spliced on Linux", info.Err, info.Result.Up.Spliced)
+	}
+	c = dial(t, l.Addr().String())
+	if got, err := exchange(c, "BAD!hello\n"); err == nil {
+		t.Errorf("bad tag: got %q; want the client closed", got)
+	}
+	var he *HandshakeError
+	if info := <-ended; !errors.As(info.Err, &he) {
+		t.Errorf("bad tag: err %v; want a *HandshakeError", info.Err)
 	}
 }

@@ -352,15 +352,24 @@ type handshaker interface {
 	HandshakeContext(context.Context) error
 }
 
-// handshake completes a TLS client's handshake under HandshakeTimeout
-// (and Close), so that a client that stalls in it never holds an upstream.
+// handshake runs Config.Prepare and completes a TLS client's handshake,
+// both under HandshakeTimeout (and Close), so that a client that stalls
+// in either never holds an upstream.
 func (l *ProxyListener) handshake(c net.Conn) error {
 	h, ok := c.(handshaker)
-	if !ok {
+	if !ok && l.cfg.Prepare == nil {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(l.hardCtx, l.cfg.handshakeTimeout())
 	defer cancel()
+	if l.cfg.Prepare != nil {
+		if err := l.cfg.Prepare(ctx, c); err != nil {
+			return err
+		}
+	}
+	if !ok {
+		return nil
+	}
 	return h.HandshakeContext(ctx)
 }
 
