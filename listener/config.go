@@ -1,6 +1,7 @@
 package listener
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -64,6 +65,51 @@ type Config struct {
 	// session (Debug) and per accept error (Error). Nil means silent.
 	Logger *slog.Logger
 
+	// Prepare, when set, runs first for each client, on its session's
+	// goroutine, before the TLS handshake (if any), the access rules and
+	// the peek, under HandshakeTimeout and Close: ctx ends with either.
+	// It is where a client's first bytes that are not its stream are
+	// read, such as the PROXY protocol header of a load balancer in front
+	// (the bundled proxy's -accept-proxy does that, and its conn then
+	// reports the header's addresses). An error closes the client as a
+	// *HandshakeError before any upstream is taken.
+	Prepare func(ctx context.Context, c net.Conn) error
+
+	// Routes send TLS clients by the server name of their ClientHello
+	// (SNI) to an Upstream of their own, without terminating TLS (see
+	// Route). A client with no name, a name no route has, or no TLS goes
+	// to the Upstream given to New; when that is nil, it is closed and
+	// counted (RefusedNoRoute). With Routes, each client's first bytes are
+	// peeked (until a whole ClientHello or PeekTimeout) before an upstream
+	// is taken, so a protocol whose server speaks first waits PeekTimeout
+	// before it reaches the default Upstream. A session whose bytes were
+	// peeked is never reused: its upstream is closed after it.
+	Routes []Route
+	// PeekTimeout bounds the peek at a client's ClientHello with Routes.
+	// A client that sent nothing by then goes to the default Upstream; one
+	// that sent part of a ClientHello is closed. Zero means
+	// DefaultPeekTimeout.
+	PeekTimeout time.Duration
+
+	// Access says which client addresses may connect, checked before an
+	// upstream is taken (and before a peek). The zero value lets everyone
+	// in.
+	Access Access
+	// MaxSessionsPerIP caps the live sessions of one client address; a
+	// client past it is closed at once (RefusedPerIP). Zero means no cap.
+	MaxSessionsPerIP int
+
+	// SendProxy writes a PROXY protocol header (v1 or v2) to each upstream
+	// connection when it is handed to a client, before any client byte,
+	// with the client's address and the address it connected to (as the
+	// client conn's RemoteAddr and LocalAddr report them: behind a PROXY
+	// protocol listener, the addresses its header carried). Such a
+	// connection belongs to its client and is closed after the session;
+	// New refuses SendProxy with an Upstream whose policy reuses
+	// connections. Warm spares still work: no header is written before
+	// the hand-out.
+	SendProxy ProxyHeader
+
 	// OnSessionEnd, when set, is called once per accepted connection after
 	// its upstream was released (or after getting one failed), on the
 	// session's goroutine. It must not block for long: shutdown waits for it.
@@ -85,8 +131,21 @@ func (c *Config) validate() error {
 		return fmt.Errorf("listener: Config.GetTimeout: must not be negative, got %v", c.GetTimeout)
 	case c.HandshakeTimeout < 0:
 		return fmt.Errorf("listener: Config.HandshakeTimeout: must not be negative, got %v", c.HandshakeTimeout)
+	case c.PeekTimeout < 0:
+		return fmt.Errorf("listener: Config.PeekTimeout: must not be negative, got %v", c.PeekTimeout)
+	case c.MaxSessionsPerIP < 0:
+		return fmt.Errorf("listener: Config.MaxSessionsPerIP: must not be negative, got %d", c.MaxSessionsPerIP)
+	case c.SendProxy > ProxyV2:
+		return fmt.Errorf("listener: Config.SendProxy: unknown version %d", uint8(c.SendProxy))
 	}
-	return nil
+	return c.Access.validate()
+}
+
+func (c *Config) peekTimeout() time.Duration {
+	if c.PeekTimeout > 0 {
+		return c.PeekTimeout
+	}
+	return DefaultPeekTimeout
 }
 
 func (c *Config) getTimeout() time.Duration {
@@ -145,7 +204,8 @@ type SessionInfo struct {
 }
 
 // HandshakeError reports that a client accepted from a TLS listener did
-// not complete its handshake; it was closed before any upstream was taken.
+// not complete its handshake, or that Config.Prepare failed; it was
+// closed before any upstream was taken.
 type HandshakeError struct {
 	// Err is the handshake's error (context.DeadlineExceeded after
 	// HandshakeTimeout).
@@ -157,6 +217,20 @@ func (e *HandshakeError) Error() string { return "listener: client handshake: " 
 
 // Unwrap returns the cause, for errors.Is and errors.As.
 func (e *HandshakeError) Unwrap() error { return e.Err }
+
+// PeekError reports that a client's first bytes, peeked for its
+// ClientHello's server name (Config.Routes), could not be read: it sent
+// part of one and stalled past PeekTimeout, it sent more than fits, or
+// its connection failed.
+type PeekError struct {
+	Err error
+}
+
+// Error returns "listener: peek at ClientHello: " and the cause.
+func (e *PeekError) Error() string { return "listener: peek at ClientHello: " + e.Err.Error() }
+
+// Unwrap returns the cause, for errors.Is and errors.As.
+func (e *PeekError) Unwrap() error { return e.Err }
 
 // UpstreamError reports that no upstream connection could be had for a
 // client, which was then closed.

@@ -164,7 +164,7 @@ func TestIsolationFailsWithoutRules(t *testing.T) {
 	up := startServer(t, reqServer(3*time.Millisecond, 7))
 	rulesOff := func(l *ProxyListener) {
 		l.verdict = func(*splice.Result) pool.Verdict { return pool.Verdict{Used: true, Clean: true} }
-		l.opts.DrainTimeout = time.Nanosecond
+		l.def.opts.DrainTimeout = time.Nanosecond
 	}
 	l := startProxy(t, pool.Config{Addr: up.Addr(), Spares: 4, MaxIdle: pool.DefaultMaxIdle, Reuse: pool.ReuseIfClean, QuietPeriod: -1}, Config{}, rulesOff)
 	res := runIsolation(t, l.Addr().String(), 2000, 16, true, 7)

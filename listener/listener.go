@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"syscall"
 	"time"
@@ -21,12 +22,13 @@ import (
 // (an address), run Serve, and stop it with Shutdown or Close.
 type ProxyListener struct {
 	ln       net.Listener
-	up       Upstream
-	getFor   ClientUpstream // up, when it picks by client; else nil
-	ownsPool bool           // the pool was made by NewAddr and is closed with us
+	def      *target // the default Upstream; nil when New was given none
+	routes   *routes // by server name; nil without Config.Routes
+	ownsPool bool    // the pool was made by NewAddr and is closed with us
 	cfg      Config
 	log      logger
-	opts     splice.Options
+	perIP    *perIP // nil without MaxSessionsPerIP
+	refusals refusalLog
 
 	// verdict turns a session's result into the pool's verdict. Nil means
 	// the real rules (verdictOf); tests replace it to prove those rules
@@ -64,33 +66,50 @@ type ProxyListener struct {
 // connections from p: a *pool.Pool, or a *balance.Set for several
 // servers. It takes ownership of ln (Shutdown and Close close it) but not
 // of p: close p after Shutdown or Close returned.
+//
+// With Config.Routes, p is the default route, and may be nil: a client
+// that no route takes is then refused.
 func New(ln net.Listener, p Upstream, cfg Config) (*ProxyListener, error) {
 	if ln == nil {
 		return nil, errors.New("listener: New: nil net.Listener")
 	}
-	if p == nil || isNilPool(p) {
-		return nil, errors.New("listener: New: nil Upstream")
+	if isNilPool(p) {
+		p = nil
+	}
+	if p == nil && len(cfg.Routes) == 0 {
+		return nil, errors.New("listener: New: nil Upstream (and no Config.Routes)")
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	l := &ProxyListener{
 		ln:       ln,
-		up:       p,
 		cfg:      cfg,
 		log:      logger{cfg.logger()},
 		done:     make(chan struct{}),
 		sessions: make(map[*session]struct{}),
 		linger:   LingerTimeout,
-		opts: splice.Options{
-			IdleTimeout:   cfg.SessionIdleTimeout,
-			DrainTimeout:  cfg.drainTimeout(p.ResetDrains()),
-			Reuse:         p.Policy() != pool.ReuseNever,
-			DrainOwedOnly: p.ResetDrains(),
-		},
 	}
-	if cu, ok := p.(ClientUpstream); ok {
-		l.getFor = cu
+	targets := map[Upstream]*target{}
+	targetOf := func(up Upstream) (*target, error) {
+		if t := targets[up]; t != nil {
+			return t, nil
+		}
+		t, err := newTarget(up, &cfg)
+		targets[up] = t
+		return t, err
+	}
+	var err error
+	if p != nil {
+		if l.def, err = targetOf(p); err != nil {
+			return nil, err
+		}
+	}
+	if l.routes, err = newRoutes(cfg.Routes, targetOf); err != nil {
+		return nil, err
+	}
+	if cfg.MaxSessionsPerIP > 0 {
+		l.perIP = &perIP{max: cfg.MaxSessionsPerIP, n: map[netip.Addr]int{}}
 	}
 	if cfg.MaxSessions > 0 {
 		l.sem = make(chan struct{}, cfg.MaxSessions)
@@ -126,14 +145,47 @@ func NewAddr(ln net.Listener, upstream string, cfg Config) (*ProxyListener, erro
 func (l *ProxyListener) Addr() net.Addr { return l.ln.Addr() }
 
 // Pool returns the pool that upstream connections come from, or nil when
-// they come from another Upstream (a balance.Set).
+// they come from another Upstream (a balance.Set) or New was given none.
 func (l *ProxyListener) Pool() *pool.Pool {
-	p, _ := l.up.(*pool.Pool)
+	if l.def == nil {
+		return nil
+	}
+	p, _ := l.def.up.(*pool.Pool)
 	return p
 }
 
-// Upstream returns where upstream connections come from, as given to New.
-func (l *ProxyListener) Upstream() Upstream { return l.up }
+// Upstream returns the default Upstream, as given to New (nil if none).
+func (l *ProxyListener) Upstream() Upstream {
+	if l.def == nil {
+		return nil
+	}
+	return l.def.up
+}
+
+// target is an Upstream with what a session needs to use it.
+type target struct {
+	up     Upstream
+	getFor ClientUpstream // up, when it picks by client; else nil
+	opts   splice.Options
+}
+
+func newTarget(up Upstream, cfg *Config) (*target, error) {
+	if cfg.SendProxy != ProxyNone && up.Policy() != pool.ReuseNever {
+		return nil, fmt.Errorf("listener: Config.SendProxy %s with an Upstream of reuse policy %s: "+
+			"a connection that carried a PROXY header belongs to its client; use pool.ReuseNever", cfg.SendProxy, up.Policy())
+	}
+	t := &target{
+		up: up,
+		opts: splice.Options{
+			IdleTimeout:   cfg.SessionIdleTimeout,
+			DrainTimeout:  cfg.drainTimeout(up.ResetDrains()),
+			Reuse:         up.Policy() != pool.ReuseNever,
+			DrainOwedOnly: up.ResetDrains(),
+		},
+	}
+	t.getFor, _ = up.(ClientUpstream)
+	return t, nil
+}
 
 // isNilPool reports whether p is a nil *pool.Pool in an interface.
 func isNilPool(p Upstream) bool {
@@ -309,7 +361,7 @@ func (l *ProxyListener) finish() error {
 	l.stopOnce.Do(func() {
 		l.hardCancel()
 		if l.ownsPool {
-			if err := l.up.(*pool.Pool).Close(); err != nil && l.stopErr == nil {
+			if err := l.def.up.(*pool.Pool).Close(); err != nil && l.stopErr == nil {
 				l.stopErr = err
 			}
 		}

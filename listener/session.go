@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/netip"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,13 @@ type session struct {
 	res   splice.Result
 	// progress counts the bytes delivered so far, for Sessions.
 	progress splice.Progress
+	// target is where the session's upstream comes from (set by acquire).
+	target *target
+	// ip is the client's address while it holds a MaxSessionsPerIP slot.
+	ip netip.Addr
+	// owned: bytes outside the copy went to the upstream (a PROXY header,
+	// a peeked ClientHello), so it is closed after the session.
+	owned bool
 }
 
 // Phase is where a live session is.
@@ -47,6 +55,9 @@ const (
 	// sending has had its FIN and is read (and what it sends discarded)
 	// for at most LingerTimeout before it is closed.
 	PhaseLinger
+	// PhasePeek: reading a client's ClientHello for its server name
+	// (Config.Routes).
+	PhasePeek
 )
 
 // String returns the phase's name as logs show it.
@@ -62,6 +73,8 @@ func (p Phase) String() string {
 		return "release"
 	case PhaseLinger:
 		return "linger"
+	case PhasePeek:
+		return "peek"
 	default:
 		return "unknown"
 	}
@@ -122,7 +135,7 @@ func (l *ProxyListener) startSession(c net.Conn) bool {
 func (l *ProxyListener) serveSession(s *session) {
 	defer l.sessionDone(s)
 	if l.acquire(s) {
-		opts := l.opts
+		opts := s.target.opts
 		opts.Progress = &s.progress
 		splice.JoinTo(l.hardCtx, s.client, s.lease.Conn(), opts, &s.res)
 		l.endCopied(s)
@@ -139,13 +152,36 @@ func (l *ProxyListener) acquire(s *session) bool {
 		l.endFailed(s, &HandshakeError{Err: err})
 		return false
 	}
+	if !l.admit(s) {
+		return false
+	}
+	t := l.def
+	var peeked *[]byte
+	if l.routes != nil {
+		s.phase.Store(uint32(PhasePeek))
+		var ok bool
+		if t, peeked, ok = l.route(s); !ok {
+			return false
+		}
+		defer putPeeked(peeked)
+	}
+	s.target = t
 	s.phase.Store(uint32(PhaseGetUpstream))
 
-	lease, err := l.getUpstream(s.client)
+	lease, err := l.getUpstream(t, s.client)
 	if err != nil {
 		l.stats.upstreamFailures.Add(1)
 		l.endFailed(s, &UpstreamError{Err: err})
 		return false
+	}
+	if l.cfg.SendProxy != ProxyNone || (peeked != nil && len(*peeked) > 0) {
+		s.owned = true
+		if err := l.prime(s, lease.Conn(), peeked); err != nil {
+			lease.Release(pool.Verdict{Used: true, UpstreamFailed: true})
+			l.stats.upstreamFailures.Add(1)
+			l.endFailed(s, &UpstreamError{Err: err})
+			return false
+		}
 	}
 	s.lease = lease
 	upAddr := lease.Conn().RemoteAddr()
@@ -159,6 +195,9 @@ func (l *ProxyListener) sessionDone(s *session) {
 	l.mu.Lock()
 	delete(l.sessions, s)
 	l.mu.Unlock()
+	if s.ip.IsValid() {
+		l.perIP.give(s.ip)
+	}
 	l.stats.active.Add(-1)
 	l.releaseSlot()
 	l.sessWG.Done()
@@ -194,7 +233,11 @@ func (l *ProxyListener) endCopied(s *session) {
 	// The client goes first: it must not wait for the pool's checks.
 	linger := l.shutClient(s.client, &s.res)
 	s.phase.Store(uint32(PhaseRelease))
-	outcome := lease.Release(l.verdictOf(&s.res))
+	v := l.verdictOf(&s.res)
+	if s.owned {
+		v.Used, v.Clean = true, false
+	}
+	outcome := lease.Release(v)
 	if linger {
 		s.phase.Store(uint32(PhaseLinger))
 	}
@@ -292,15 +335,15 @@ func (l *ProxyListener) reportCopied(s *session, clientAddr net.Addr, src pool.S
 	l.endSession(&info)
 }
 
-// getUpstream takes an upstream for client under GetTimeout (and
-// Close).
-func (l *ProxyListener) getUpstream(client net.Conn) (pool.Lease, error) {
+// getUpstream takes an upstream from t for client under GetTimeout
+// (and Close).
+func (l *ProxyListener) getUpstream(t *target, client net.Conn) (pool.Lease, error) {
 	ctx, cancel := context.WithTimeout(l.hardCtx, l.cfg.getTimeout())
 	defer cancel()
-	if l.getFor != nil {
-		return l.getFor.GetFor(ctx, client.RemoteAddr())
+	if t.getFor != nil {
+		return t.getFor.GetFor(ctx, client.RemoteAddr())
 	}
-	return l.up.Get(ctx)
+	return t.up.Get(ctx)
 }
 
 // handshaker is a client conn that completes a handshake of its own
@@ -309,15 +352,24 @@ type handshaker interface {
 	HandshakeContext(context.Context) error
 }
 
-// handshake completes a TLS client's handshake under HandshakeTimeout
-// (and Close), so that a client that stalls in it never holds an upstream.
+// handshake runs Config.Prepare and completes a TLS client's handshake,
+// both under HandshakeTimeout (and Close), so that a client that stalls
+// in either never holds an upstream.
 func (l *ProxyListener) handshake(c net.Conn) error {
 	h, ok := c.(handshaker)
-	if !ok {
+	if !ok && l.cfg.Prepare == nil {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(l.hardCtx, l.cfg.handshakeTimeout())
 	defer cancel()
+	if l.cfg.Prepare != nil {
+		if err := l.cfg.Prepare(ctx, c); err != nil {
+			return err
+		}
+	}
+	if !ok {
+		return nil
+	}
 	return h.HandshakeContext(ctx)
 }
 

@@ -28,6 +28,12 @@ type Stats struct {
 	IdleTimeouts uint64
 	// Interrupted counts sessions cut by Close or an expired Shutdown.
 	Interrupted uint64
+	// Refused counts clients closed before an upstream was taken, by
+	// reason (index by Refusal; entry 0 stays zero).
+	Refused [RefusedNoRoute + 1]uint64
+	// PeekFailures counts clients closed because their ClientHello could
+	// not be peeked (Config.Routes).
+	PeekFailures uint64
 
 	// Pool is the pool's snapshot: with a balance.Set, the sum over its
 	// servers' pools.
@@ -44,6 +50,8 @@ type stats struct {
 	sessionErrors                  atomic.Uint64
 	idleTimeouts                   atomic.Uint64
 	interrupted                    atomic.Uint64
+	refused                        [RefusedNoRoute + 1]atomic.Uint64
+	peekFailures                   atomic.Uint64
 }
 
 func (s *stats) record(r *splice.Result) {
@@ -63,7 +71,12 @@ func (s *stats) record(r *splice.Result) {
 // Stats returns a snapshot of the counters. It is cheap and safe to call
 // at any time, also after Close.
 func (l *ProxyListener) Stats() Stats {
+	var refused [RefusedNoRoute + 1]uint64
+	for i := range refused {
+		refused[i] = l.stats.refused[i].Load()
+	}
 	return Stats{
+		Refused:           refused,
 		Active:            l.stats.active.Load(),
 		Sessions:          l.stats.sessions.Load(),
 		BytesToUpstream:   l.stats.bytesToUpstream.Load(),
@@ -74,6 +87,7 @@ func (l *ProxyListener) Stats() Stats {
 		SessionErrors:     l.stats.sessionErrors.Load(),
 		IdleTimeouts:      l.stats.idleTimeouts.Load(),
 		Interrupted:       l.stats.interrupted.Load(),
-		Pool:              l.up.Stats(),
+		PeekFailures:      l.stats.peekFailures.Load(),
+		Pool:              l.poolStats(),
 	}
 }
