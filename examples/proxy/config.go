@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net/netip"
 	"os"
 	"time"
 
@@ -61,6 +62,15 @@ type config struct {
 	upstreamTLS *tls.Config // nil: plain TCP to the upstream
 	listenTLS   *tls.Config // nil: no TLS termination
 
+	// The front door (frontdoor.go, proxyproto.go).
+	routes           []route              // -route; with them, empty upstreams means no default route
+	peekTimeout      time.Duration        // 0: the library's default
+	sendProxy        listener.ProxyHeader // -send-proxy
+	acceptProxy      []netip.Prefix       // -accept-proxy
+	refuseOthers     bool                 // -accept-proxy-others refuse
+	allow, deny      []netip.Prefix       // -allow, -deny
+	maxSessionsPerIP int                  // 0: no cap
+
 	metrics  string // host:port for /metrics and /debug/pprof; "" is off
 	logLevel slog.Level
 
@@ -98,7 +108,25 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 		"which accepted conns inherit, instead of 4 system calls per client", clientKeepaliveCount, fmtSeconds(maxClientKeepalive)))
 	flags.Var(upstreamsValue{&cfg.upstreams}, "upstream", "forward to `host:port[@weight],...`: one server or several, comma-separated, host names allowed "+
 		"(each address a name resolves to is a server), weight 1 to 256 (default 1); "+
-		"empty starts an embedded demo echo upstream on loopback. Reloaded on SIGHUP")
+		"empty starts an embedded demo echo upstream on loopback, unless -route is set: then empty means no default route "+
+		"(a client no route takes is refused). Reloaded on SIGHUP")
+	flags.Var(routesValue{&cfg.routes}, "route", "route TLS clients by server name (SNI), without terminating TLS: `NAME[,NAME...]=UPSTREAMS`, "+
+		"NAME a host name or *.suffix (one label), UPSTREAMS as -upstream; repeatable, and ';' separates routes in one value "+
+		"(RELAY_ROUTE=\"a.test=h1:443;b.test=h2:443\"; in the -config file one \"route ...\" line each). Each route has its own servers "+
+		"with -upstream's pool, -balance, health and resolve flags; a client no route takes (no TLS, no name, another name) goes to -upstream. "+
+		"Servers reloaded on SIGHUP; adding or removing a route needs a restart")
+	flags.Var(durationValue{d: &cfg.peekTimeout}, "peek-timeout", "with -route: bound on the wait for a client's TLS ClientHello (`d`; 0: library default, 5s); "+
+		"a client that sent nothing by then goes to -upstream, one that sent part of a hello is closed")
+	flags.Var(prefixesValue{&cfg.allow}, "allow", "admit only clients from these `CIDRs` (comma-separated; a bare address is itself; empty: everyone)")
+	flags.Var(prefixesValue{&cfg.deny}, "deny", "refuse clients from these `CIDRs` (comma-separated); wins over -allow")
+	flags.Var(countValue{&cfg.maxSessionsPerIP}, "max-sessions-per-ip", "cap on one client address's live sessions; past it a client is closed at once (`n`; 0: no cap)")
+	flags.Var(sendProxyValue{&cfg.sendProxy}, "send-proxy", "write a PROXY protocol header, `version` v1 or v2, to each upstream conn before the client's bytes, "+
+		"so the server sees the client's address (empty: off). Needs -reuse never")
+	flags.Var(prefixesValue{&cfg.acceptProxy}, "accept-proxy", "clients from these `CIDRs` (load balancers) must start with a PROXY protocol header, v1 or v2, "+
+		"whose source address then stands for the client everywhere: -allow/-deny, -max-sessions-per-ip, logs, the status page, -send-proxy. "+
+		"A trusted client with no valid header within 10s is closed. Not on Windows")
+	flags.Var(othersValue{&cfg.refuseOthers}, "accept-proxy-others", "with -accept-proxy, clients from other addresses: plain (served as they are; "+
+		"a header they send is data, never honoured) or refuse (closed at once)")
 	flags.Var(balanceValue{&cfg.balance}, "balance", "how a session picks its upstream server: round-robin, least-conn, random (two random choices, the lighter) "+
 		"or client-ip (the same client IP to the same server); weighted. Reloaded on SIGHUP")
 	flags.Var(countValue{&cfg.maxSessionsPerServer}, "max-sessions-per-server", "cap on one upstream server's sessions in flight; past it another server is taken, "+
@@ -185,7 +213,7 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	}
 
 	if *upTLS {
-		c, err := upstreamTLSConfig(len(cfg.upstreams) > 0, *upCA, *upName, *upInsecure, upCurves)
+		c, err := upstreamTLSConfig(len(cfg.upstreams) > 0 || len(cfg.routes) > 0, *upCA, *upName, *upInsecure, upCurves)
 		if err != nil {
 			return nil, err
 		}
@@ -209,6 +237,9 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 		return nil, &usageError{errors.New("flag -tls-cert needs -tls-key")}
 	case *key != "":
 		return nil, &usageError{errors.New("flag -tls-key needs -tls-cert")}
+	}
+	if err := cfg.checkFrontDoor(set); err != nil {
+		return nil, err
 	}
 	return cfg, nil
 }
@@ -379,6 +410,10 @@ func (c *config) listenerConfig(log *slog.Logger) listener.Config {
 		SessionIdleTimeout: c.sessionIdle,
 		DrainTimeout:       c.drain,
 		GetTimeout:         c.getTimeout,
+		PeekTimeout:        c.peekTimeout,
+		Access:             listener.Access{Allow: c.allow, Deny: c.deny},
+		MaxSessionsPerIP:   c.maxSessionsPerIP,
+		SendProxy:          c.sendProxy,
 		Logger:             log,
 	}
 }
@@ -416,11 +451,25 @@ Several upstreams:
   keeps failing; -health-every adds active checks. A host name is every
   address it resolves to, resolved again every -resolve-every.
 
+Front door:
+  -route api.example.com=10.0.0.5:443 -route '*.example.com=10.0.0.6:443'
+  sends TLS clients by the server name of their hello (SNI) to servers of
+  their own, without terminating TLS (so not with -tls-cert); others go to
+  -upstream, and with -route an empty -upstream refuses them. -allow and
+  -deny (deny wins) and -max-sessions-per-ip refuse clients before any
+  upstream is taken (relay_refused_total). -send-proxy v1|v2 tells the
+  upstream the client's address (needs -reuse never). -accept-proxy takes
+  the client's address from the PROXY header of a load balancer in front
+  (HAProxy send-proxy-v2): only from the listed addresses; others are
+  plain clients, or refused with -accept-proxy-others refuse. The header
+  is read exactly, so the copy still splices.
+
 Reload (SIGHUP, not on Windows):
   re-reads the -config file and the environment (the command line stays
   as given and still wins) and validates all of it as at start. Invalid:
-  logged at ERROR, nothing changes. Valid: -upstream (servers, weights)
-  and -balance take effect at once; a removed server drains, its live
+  logged at ERROR, nothing changes. Valid: -upstream (servers, weights),
+  the servers of each -route already running (by its names) and -balance
+  take effect at once; a removed server drains, its live
   sessions finish; no session is dropped. Other flags need a restart: a
   change to them is logged at WARN and ignored.
 

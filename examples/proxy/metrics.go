@@ -26,6 +26,7 @@ type statsCollector struct {
 	stats func() listener.Stats
 
 	sessionsActive, sessionsTotal, bytesTotal, failuresTotal, acceptErrors *prometheus.Desc
+	refusedTotal, peekFailures                                             *prometheus.Desc
 
 	poolConns, poolWaiting, poolDials, poolDialErrors, poolHandouts *prometheus.Desc
 	poolCloses, poolWaits, poolWaitSeconds                          *prometheus.Desc
@@ -42,6 +43,8 @@ func newStatsCollector(stats func() listener.Stats) *statsCollector {
 		bytesTotal:      d("bytes_total", "Bytes delivered by ended sessions, by direction.", "direction"),
 		failuresTotal:   d("session_failures_total", "Sessions that did not end cleanly, by kind.", "kind"),
 		acceptErrors:    d("accept_errors_total", "Temporary accept errors retried."),
+		refusedTotal:    d("refused_total", "Clients closed before an upstream was taken, by reason: denied (-allow/-deny), per_ip_limit (-max-sessions-per-ip), no_route (-route without a default).", "reason"),
+		peekFailures:    d("peek_failures_total", "Clients closed because their TLS ClientHello could not be read (-route)."),
 		poolConns:       d("pool_conns", "Upstream connections open, by state.", "state"),
 		poolWaiting:     d("pool_waiting", "Callers waiting for an upstream connection under -max-open."),
 		poolDials:       d("pool_dials_total", "Upstream dials attempted."),
@@ -56,7 +59,7 @@ func newStatsCollector(stats func() listener.Stats) *statsCollector {
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.sessionsActive, c.sessionsTotal, c.bytesTotal, c.failuresTotal, c.acceptErrors,
-		c.poolConns, c.poolWaiting, c.poolDials, c.poolDialErrors, c.poolHandouts,
+		c.refusedTotal, c.peekFailures, c.poolConns, c.poolWaiting, c.poolDials, c.poolDialErrors, c.poolHandouts,
 		c.poolCloses, c.poolWaits, c.poolWaitSeconds,
 	} {
 		ch <- d
@@ -82,6 +85,10 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.failuresTotal, float64(s.IdleTimeouts), "idle_timeout")
 	counter(c.failuresTotal, float64(s.Interrupted), "interrupted")
 	counter(c.acceptErrors, float64(s.AcceptErrors))
+	counter(c.refusedTotal, float64(s.Refused[listener.RefusedDenied]), "denied")
+	counter(c.refusedTotal, float64(s.Refused[listener.RefusedPerIP]), "per_ip_limit")
+	counter(c.refusedTotal, float64(s.Refused[listener.RefusedNoRoute]), "no_route")
+	counter(c.peekFailures, float64(s.PeekFailures))
 
 	gauge(c.poolConns, float64(p.IdleFresh), "idle_fresh")
 	gauge(c.poolConns, float64(p.IdleUsed), "idle_used")
@@ -106,22 +113,23 @@ func closeReason(o pool.Outcome) string {
 }
 
 // serverCollector exports each balance server's health and figures at
-// scrape time, from set.Servers(): one series per server, labelled by
+// scrape time, from each set's Servers(): one series per server,
+// labelled by the route (default for -upstream, else the route's names),
 // the address dialed (server) and the configured entry it comes from
-// (name).
+// (name). relay_no_server_total sums the sets.
 type serverCollector struct {
-	set *balance.Set
+	sets []namedSet
 
 	up, state, weight, active, sessions, failures *prometheus.Desc
 	ejections, downs, handouts, conns, noServer   *prometheus.Desc
 }
 
-func newServerCollector(set *balance.Set) *serverCollector {
+func newServerCollector(sets []namedSet) *serverCollector {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
-		return prometheus.NewDesc("relay_"+name, help, append([]string{"server", "name"}, labels...), nil)
+		return prometheus.NewDesc("relay_"+name, help, append([]string{"route", "server", "name"}, labels...), nil)
 	}
 	return &serverCollector{
-		set:       set,
+		sets:      sets,
 		up:        d("server_up", "1 when the server takes sessions (state up), else 0."),
 		state:     d("server_state", "The server's state: 1 for the current one, 0 for the others.", "state"),
 		weight:    d("server_weight", "The server's weight."),
@@ -149,12 +157,21 @@ func (c *serverCollector) Describe(ch chan<- *prometheus.Desc) {
 var serverStates = [...]balance.State{balance.StateUp, balance.StateEjected, balance.StateDown, balance.StateDraining}
 
 func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, s := range c.set.Servers() { // each server once
+	var noServer uint64
+	for _, ns := range c.sets {
+		c.collectSet(ch, ns)
+		noServer += ns.set.NoServer()
+	}
+	ch <- prometheus.MustNewConstMetric(c.noServer, prometheus.CounterValue, float64(noServer))
+}
+
+func (c *serverCollector) collectSet(ch chan<- prometheus.Metric, ns namedSet) {
+	for _, s := range ns.set.Servers() { // each server once
 		gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append([]string{s.Addr, s.Name}, labels...)...)
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append([]string{ns.name, s.Addr, s.Name}, labels...)...)
 		}
 		counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append([]string{s.Addr, s.Name}, labels...)...)
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append([]string{ns.name, s.Addr, s.Name}, labels...)...)
 		}
 		gauge(c.up, b2f(s.State == balance.StateUp))
 		for _, st := range serverStates {
@@ -175,7 +192,6 @@ func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.conns, float64(s.Pool.IdleUsed), "idle_used")
 		gauge(c.conns, float64(s.Pool.InUse), "in_use")
 	}
-	ch <- prometheus.MustNewConstMetric(c.noServer, prometheus.CounterValue, float64(c.set.NoServer()))
 }
 
 func b2f(b bool) float64 {
@@ -193,15 +209,15 @@ type metricsServer struct {
 	srv *http.Server
 }
 
-func newMetricsServer(ln net.Listener, pl *listener.ProxyListener, set *balance.Set) (*metricsServer, error) {
+func newMetricsServer(ln net.Listener, pl *listener.ProxyListener, sets []namedSet) (*metricsServer, error) {
 	reg := prometheus.NewRegistry()
 	cs := []prometheus.Collector{
 		newStatsCollector(pl.Stats),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	}
-	if set != nil {
-		cs = append(cs, newServerCollector(set))
+	if len(sets) > 0 {
+		cs = append(cs, newServerCollector(sets))
 	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
@@ -212,7 +228,7 @@ func newMetricsServer(ln net.Listener, pl *listener.ProxyListener, set *balance.
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	// GET also answers HEAD; another method on / is a 405, another path
 	// a 404.
-	mux.Handle("GET /{$}", newStatusHandler(pl, set, time.Now()))
+	mux.Handle("GET /{$}", newStatusHandler(pl, sets, time.Now()))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

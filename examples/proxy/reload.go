@@ -14,17 +14,26 @@ import (
 
 // liveFlags are the flags a reload applies; every other one needs a
 // restart. -config is where the values come from, not one of them.
-var liveFlags = map[string]bool{"upstream": true, "balance": true, "config": true}
+// -route is live for the servers of the routes running (by their names);
+// a route added or removed needs a restart.
+var liveFlags = map[string]bool{"upstream": true, "balance": true, "route": true, "config": true}
 
-// reloader applies a configuration read again to a running set: the
-// -upstream list and -balance, through balance.Set.Update, which drains
-// a removed server (its live sessions finish) and warms a new one.
-// Everything else stays as it was at start.
+// namedSet is a route's balance.Set: defaultRoute for -upstream's, else
+// the route's names (route.key).
+type namedSet struct {
+	name string
+	set  *balance.Set
+}
+
+// reloader applies a configuration read again to the running sets: the
+// -upstream list, each running -route's servers and -balance, through
+// balance.Set.Update, which drains a removed server (its live sessions
+// finish) and warms a new one. Everything else stays as it was at start.
 type reloader struct {
 	args []string // the command line, as given
 	log  *slog.Logger
-	set  *balance.Set
-	demo string // the demo upstream's address; "" when there is none
+	sets []namedSet // the default's first, when there is one; then the routes'
+	demo string     // the demo upstream's address; "" when there is none
 
 	// running is the configuration in effect: the start's, with the
 	// upstreams, the policy and their values replaced by each reload
@@ -74,23 +83,80 @@ func (r *reloader) reload(ctx context.Context) {
 		}
 	}
 
+	var def *balance.Set
+	if len(r.sets) > 0 && r.sets[0].name == defaultRoute {
+		def = r.sets[0].set
+	}
 	servers, upstreamValue := next.upstreams, next.values["upstream"]
-	if len(servers) == 0 {
-		if r.demo == "" {
-			// The demo upstream starts only at start.
+	switch {
+	case def == nil:
+		// With -route and no -upstream, there is no default set to update.
+		if len(servers) > 0 {
 			restart = append(restart, "-upstream")
-			servers, upstreamValue = r.running.upstreams, r.running.values["upstream"]
-		} else {
-			servers = []balance.Server{{Addr: r.demo, Weight: 1}}
+		}
+		servers, upstreamValue = r.running.upstreams, r.running.values["upstream"]
+	case len(servers) == 0 && r.demo == "":
+		// The demo upstream starts only at start, and a default route
+		// is not removed while running.
+		restart = append(restart, "-upstream")
+		servers, upstreamValue = r.running.upstreams, r.running.values["upstream"]
+	case len(servers) == 0:
+		servers = []balance.Server{{Addr: r.demo, Weight: 1}}
+	}
+
+	// Routes: those running take their new servers; one added or removed
+	// needs a restart (the listener's route table is fixed), and one
+	// removed keeps its servers until then.
+	nextRoutes := map[string][]balance.Server{}
+	for _, rt := range next.routes {
+		nextRoutes[rt.key()] = rt.servers
+	}
+	running := map[string]route{}
+	for _, rt := range r.running.routes {
+		running[rt.key()] = rt
+	}
+	routes := slices.Clone(r.running.routes)
+	routesChanged, routesRestart := false, len(next.routes) != len(r.running.routes)
+	for i, rt := range routes {
+		sv, ok := nextRoutes[rt.key()]
+		if !ok {
+			routesRestart = true
+			continue
+		}
+		if formatServers(sv) != formatServers(rt.servers) {
+			routesChanged = true
+			routes[i].servers = sv
 		}
 	}
-	if err := r.set.Update(ctx, servers, next.balance); err != nil {
-		r.log.Error("relay reload refused; keeping the running configuration", "err", err)
-		return
+	for _, rt := range next.routes {
+		if _, ok := running[rt.key()]; !ok {
+			routesRestart = true
+		}
+	}
+	if routesRestart {
+		restart = append(restart, "-route")
+	}
+
+	for _, ns := range r.sets {
+		sv := servers
+		if ns.name != defaultRoute {
+			for _, rt := range routes {
+				if rt.key() == ns.name {
+					sv = rt.servers
+				}
+			}
+		}
+		if err := ns.set.Update(ctx, sv, next.balance); err != nil {
+			r.log.Error("relay reload refused; keeping the running configuration", "route", ns.name, "err", err)
+			return
+		}
 	}
 	var changed []string
 	if upstreamValue != r.running.values["upstream"] {
 		changed = append(changed, "-upstream")
+	}
+	if routesChanged {
+		changed = append(changed, "-route")
 	}
 	if next.balance != r.running.balance {
 		changed = append(changed, "-balance")
@@ -100,6 +166,7 @@ func (r *reloader) reload(ctx context.Context) {
 			"flags", strings.Join(restart, ","))
 	}
 	r.running.upstreams = servers
+	r.running.routes = routes
 	r.running.balance = next.balance
 	r.running.values["upstream"] = upstreamValue
 	r.running.values["balance"] = next.values["balance"]
@@ -109,5 +176,6 @@ func (r *reloader) reload(ctx context.Context) {
 	r.log.Info("relay reloaded",
 		"upstream", formatServers(servers),
 		"balance", next.balance,
-		"changed", strings.Join(changed, ","))
+		"changed", strings.Join(changed, ","),
+		"routes", formatRoutes(routes))
 }

@@ -57,7 +57,7 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, opts 
 	// normal path, and every Close is safe to call twice.
 	servers := cfg.upstreams
 	var demo *demoUpstream
-	if len(servers) == 0 {
+	if len(servers) == 0 && len(cfg.routes) == 0 {
 		if demo, err = listenDemo(log); err != nil {
 			return err
 		}
@@ -65,20 +65,49 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, opts 
 		servers = []balance.Server{{Addr: demo.addr(), Weight: 1}}
 	}
 
-	set, err := balance.New(cfg.balanceConfig(servers, log))
-	if err != nil {
-		return &usageError{err} // the set names the bad field
+	// The sets: the default route's (-upstream; none when it is empty
+	// with -route), then each route's, each with the same template.
+	var sets []namedSet
+	closeSets := func() {
+		for _, ns := range sets {
+			ns.set.Close()
+		}
 	}
-	defer set.Close()
+	defer closeSets()
+	var set *balance.Set
+	if len(servers) > 0 {
+		if set, err = balance.New(cfg.balanceConfig(servers, log)); err != nil {
+			return &usageError{err} // the set names the bad field
+		}
+		sets = append(sets, namedSet{name: defaultRoute, set: set})
+	}
+	lcfg := cfg.listenerConfig(log)
+	for _, r := range cfg.routes {
+		rs, err := balance.New(cfg.balanceConfig(r.servers, log))
+		if err != nil {
+			return &usageError{fmt.Errorf("-route %s: %w", r.key(), err)}
+		}
+		sets = append(sets, namedSet{name: r.key(), set: rs})
+		lcfg.Routes = append(lcfg.Routes, listener.Route{Names: r.names, Upstream: rs})
+	}
 
 	ln, err := listen(ctx, "tcp", cfg.listen, cfg.clientKeepalive)
 	if err != nil {
 		return fmt.Errorf("-listen %s: %w", cfg.listen, err)
 	}
+	if len(cfg.acceptProxy) > 0 {
+		// Under TLS: the PROXY header comes before the TLS handshake.
+		ln = &proxyListener{Listener: ln, trusted: cfg.acceptProxy}
+		lcfg.Prepare = prepareProxy(cfg.refuseOthers)
+	}
 	if cfg.listenTLS != nil {
 		ln = tls.NewListener(ln, cfg.listenTLS)
 	}
-	pl, err := listener.New(ln, set, cfg.listenerConfig(log))
+	var def listener.Upstream // an untyped nil when there is no default
+	if set != nil {
+		def = set
+	}
+	pl, err := listener.New(ln, def, lcfg)
 	if err != nil {
 		ln.Close()
 		return &usageError{err} // the listener names the bad field
@@ -91,7 +120,7 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, opts 
 		if err != nil {
 			return fmt.Errorf("-metrics %s: %w", cfg.metrics, err)
 		}
-		if metrics, err = newMetricsServer(mln, pl, set); err != nil {
+		if metrics, err = newMetricsServer(mln, pl, sets); err != nil {
 			mln.Close()
 			return err
 		}
@@ -108,7 +137,7 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, opts 
 		defer stopNotify()
 		how = reloadHow
 	}
-	rl := &reloader{args: args, log: log, set: set, running: cfg}
+	rl := &reloader{args: args, log: log, sets: sets, running: cfg}
 	if demo != nil {
 		rl.demo = demo.addr()
 	}
@@ -128,7 +157,7 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, opts 
 		if err := pl.Shutdown(sctx); err != nil {
 			log.Warn("relay shutdown: sessions cut after grace", "err", err, "sessions_active", pl.Stats().Active)
 		}
-		set.Close()
+		closeSets()
 	})
 	if metrics != nil {
 		g.Add(metrics.serve, func(error) { metrics.stop() })
@@ -146,9 +175,12 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, opts 
 		"reuse", cfg.reuse,
 		"protocol", cfg.protocol,
 		"tls", cfg.listenTLS != nil,
+		"send_proxy", cfg.sendProxy,
+		"accept_proxy", (prefixesValue{&cfg.acceptProxy}).String(),
 		"upstream_tls", cfg.upstreamTLS != nil,
 		"health_every", cfg.healthEvery,
-		"reload", how)
+		"reload", how,
+		"routes", formatRoutes(cfg.routes))
 	if demo != nil {
 		log.Info("demo upstream: a line echo naming the upstream conn that served you",
 			"addr", demo.addr(),

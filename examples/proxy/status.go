@@ -53,10 +53,22 @@ type statusPage struct {
 	// Servers as Set.Servers lists them: live ones by address, then
 	// those draining.
 	Servers []balance.ServerStats
+	// Routes are the -route sets' servers, one table each.
+	Routes []routeServers
+	// Refused counts clients refused before an upstream, by reason
+	// (listener.Stats.Refused); PeekFailures bad ClientHellos.
+	Denied, PerIPLimit, NoRoute, PeekFailures uint64
+
 	// Live holds the oldest live sessions, at most maxLiveRows; More
 	// counts the newer ones left out.
 	Live []liveSession
 	More int
+}
+
+// routeServers is one route's servers.
+type routeServers struct {
+	Name    string
+	Servers []balance.ServerStats
 }
 
 // liveSession is one row of the live sessions' table.
@@ -81,6 +93,10 @@ func newStatusPage(pl *listener.ProxyListener, set *balance.Set, started, now ti
 		UpstreamFailures: st.UpstreamFailures,
 		BytesToUpstream:  st.BytesToUpstream,
 		BytesToClient:    st.BytesToClient,
+		Denied:           st.Refused[listener.RefusedDenied],
+		PerIPLimit:       st.Refused[listener.RefusedPerIP],
+		NoRoute:          st.Refused[listener.RefusedNoRoute],
+		PeekFailures:     st.PeekFailures,
 	}
 	if set != nil {
 		p.Policy = set.Balance().String()
@@ -156,11 +172,30 @@ func humanBytes(n any) string {
 	return ""
 }
 
-// newStatusHandler serves the page, rendered afresh on every request.
-func newStatusHandler(pl *listener.ProxyListener, set *balance.Set, started time.Time) http.Handler {
+// newStatusHandler serves the page, rendered afresh on every request:
+// the default set's servers (-upstream) at the top, then each route's.
+func newStatusHandler(pl *listener.ProxyListener, sets []namedSet, started time.Time) http.Handler {
+	var def *balance.Set
+	var routes []namedSet
+	for _, ns := range sets {
+		if ns.name == defaultRoute {
+			def = ns.set
+		} else {
+			routes = append(routes, ns)
+		}
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var buf bytes.Buffer
-		if err := newStatusPage(pl, set, started, time.Now()).render(&buf); err != nil {
+		p := newStatusPage(pl, def, started, time.Now())
+		for _, ns := range routes {
+			rs := routeServers{Name: ns.name, Servers: ns.set.Servers()}
+			p.Routes = append(p.Routes, rs)
+			p.NoServer += ns.set.NoServer()
+			if p.Policy == "" {
+				p.Policy = ns.set.Balance().String()
+			}
+		}
+		if err := p.render(&buf); err != nil {
 			http.Error(w, "status: "+err.Error(), http.StatusInternalServerError)
 			return
 		}

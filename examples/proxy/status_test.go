@@ -138,7 +138,7 @@ func startStatusRig(t *testing.T) *statusRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := newMetricsServer(mln, pl, set)
+	m, err := newMetricsServer(mln, pl, []namedSet{{name: defaultRoute, set: set}})
 	if err != nil {
 		mln.Close()
 		t.Fatal(err)
@@ -223,6 +223,9 @@ func (r *statusRig) session(c net.Conn) listener.SessionState {
 func metricValue(t *testing.T, body, name string, labels ...string) (float64, bool) {
 	t.Helper()
 	type pair struct{ k, v string }
+	if strings.HasPrefix(name, "relay_server_") && !slices.Contains(labels, "route") {
+		labels = append(labels, "route", defaultRoute) // the -upstream set's
+	}
 	var ps []pair
 	for i := 0; i+1 < len(labels); i += 2 {
 		ps = append(ps, pair{labels[i], labels[i+1]})
