@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relaykit/relay/balance"
 	"github.com/relaykit/relay/pool"
 )
 
@@ -39,15 +40,35 @@ func BenchmarkSession(b *testing.B) {
 		name string
 		pcfg pool.Config
 		cfg  Config
+		set  bool // through a balance.Set of one server, as the bundled proxy
 	}{
-		{"never", pool.Config{Spares: 16}, Config{}},
+		{"never", pool.Config{Spares: 16}, Config{}, false},
+		{"never/set", pool.Config{Spares: 16}, Config{}, true},
 		{"verified", pool.Config{Spares: 4, MaxIdle: pool.DefaultMaxIdle, Reuse: pool.ReuseIfVerified,
-			Reset: pool.Fence([]byte("PING\r\n"), []byte("+PONG\r\n"))}, Config{DrainTimeout: time.Millisecond}},
+			Reset: pool.Fence([]byte("PING\r\n"), []byte("+PONG\r\n"))}, Config{DrainTimeout: time.Millisecond}, false},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			up := startServer(b, fenceEcho)
-			tc.pcfg.Addr = up.Addr()
-			l := startProxy(b, tc.pcfg, tc.cfg)
+			var l *ProxyListener
+			if tc.set {
+				set, err := balance.New(balance.Config{Servers: []balance.Server{{Addr: up.Addr()}}, Pool: tc.pcfg})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { set.Close() })
+				ln, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					b.Fatal(err)
+				}
+				if l, err = New(ln, set, tc.cfg); err != nil {
+					b.Fatal(err)
+				}
+				go l.Serve()
+				b.Cleanup(func() { l.Close() })
+			} else {
+				tc.pcfg.Addr = up.Addr()
+				l = startProxy(b, tc.pcfg, tc.cfg)
+			}
 			addr := l.Addr().String()
 			req := make([]byte, 64)
 			fill(req, 1)
