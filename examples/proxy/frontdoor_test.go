@@ -69,6 +69,9 @@ func TestParseFrontDoorFlags(t *testing.T) {
 	}
 	for _, tc := range good {
 		t.Run(tc.name, func(t *testing.T) {
+			if !acceptProxySupported && strings.HasPrefix(tc.name, "accept proxy") {
+				t.Skip("-accept-proxy is not supported here")
+			}
 			cfg, err := parseConfig(tc.args, io.Discard)
 			if err != nil {
 				t.Fatalf("parseConfig(%q): %v", tc.args, err)
@@ -264,7 +267,12 @@ func TestSNIRoutingNoDefault(t *testing.T) {
 	}
 	body := scrape(t, r)
 	wantMetric(t, body, 1, "relay_refused_total", "reason", "no_route")
+	wantMetric(t, body, 0, "relay_peek_failures_total")
 	wantMetric(t, body, 1, "relay_server_up", "route", "api.test", "server", a, "name", a)
+	page := httpGet(t, "http://"+r.waitLog(metricsAddrRE)[1]+"/")
+	if !strings.Contains(page, "<h2>Route api.test</h2>") || !strings.Contains(page, a) || !strings.Contains(page, "no route <b>1</b>") {
+		t.Errorf("status page lacks the route's servers or the refusal:\n%s", page)
+	}
 	r.mustStop()
 }
 
@@ -273,8 +281,13 @@ var metricsAddrRE = regexp.MustCompile(`msg="metrics listening" addr=(\S+)`)
 // scrape returns r's /metrics.
 func scrape(t *testing.T, r *proxyRun) string {
 	t.Helper()
-	addr := r.waitLog(metricsAddrRE)[1]
-	resp, err := (&http.Client{Timeout: waitFor}).Get("http://" + addr + "/metrics")
+	return httpGet(t, "http://"+r.waitLog(metricsAddrRE)[1]+"/metrics")
+}
+
+// httpGet returns url's body.
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: waitFor}).Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,5 +404,56 @@ func TestMaxSessionsPerIP(t *testing.T) {
 		t.Fatalf("from 127.0.0.1: %q, %v", got, err)
 	}
 	wantMetric(t, scrape(t, r), n-3, "relay_refused_total", "reason", "per_ip_limit")
+	r.mustStop()
+}
+
+// TestReloadRoutes: a SIGHUP applies a running route's new servers (by
+// its names) and -upstream; a route added needs a restart and is named
+// in the warning; with no default route, a new -upstream needs one too.
+func TestReloadRoutes(t *testing.T) {
+	noLeaks(t)
+	cert := newSNICert(t)
+	a, b, c := namedTLSServer(t, "A", cert, false), namedTLSServer(t, "B", cert, false), namedTLSServer(t, "C", cert, false)
+	conf := writeFile(t, "relay.conf", "route api.test="+a+"\nupstream "+b+"\n")
+	trigger := make(chan os.Signal)
+	r := startProxyWith(t, runOptions{reload: trigger}, "-listen", "127.0.0.1:0", "-config", conf)
+	ask := func(name, want string) {
+		t.Helper()
+		if got, err := roundTrip(t, r.addr, "hi", tlsDial(name, cert)); err != nil || got != want {
+			t.Fatalf("%s: got %q, %v; want %q; log:\n%s", name, got, err, want, r.stderr)
+		}
+	}
+	ask("api.test", "A")
+	ask("other.test", "B")
+
+	if err := os.WriteFile(conf, []byte("route api.test="+c+"\nroute other.test="+a+"\nupstream "+c+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	trigger <- nil
+	m := r.waitLog(regexp.MustCompile(`msg="relay reloaded" upstream=(\S+) balance=\S+ changed=(\S+) routes=(\S+)`))
+	if m[1] != c || m[2] != "-upstream,-route" || m[3] != `"api.test=`+c+`"` {
+		t.Errorf("reloaded line %q", m[0])
+	}
+	if m := r.waitLog(restartRE); m[1] != "-route" {
+		t.Errorf("restart warning names %q; want -route", m[1])
+	}
+	ask("api.test", "C")
+	ask("other.test", "C") // the default: other.test's route waits for a restart
+	r.mustStop()
+
+	// No default route: a new -upstream waits for a restart.
+	conf2 := writeFile(t, "relay2.conf", "route api.test="+a+"\n")
+	r = startProxyWith(t, runOptions{reload: trigger}, "-listen", "127.0.0.1:0", "-config", conf2)
+	if err := os.WriteFile(conf2, []byte("route api.test="+b+"\nupstream "+c+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	trigger <- nil
+	if m := r.waitLog(restartRE); m[1] != "-upstream" {
+		t.Errorf("restart warning names %q; want -upstream", m[1])
+	}
+	ask("api.test", "B")
+	if got, err := roundTrip(t, r.addr, "hi", tlsDial("other.test", cert)); err == nil {
+		t.Fatalf("other.test with no default route: got %q; want closed", got)
+	}
 	r.mustStop()
 }

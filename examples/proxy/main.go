@@ -34,14 +34,45 @@
 // file. A bad value stops the program before it listens, with a message
 // naming the flag and exit status 2. Run with -h for the full list.
 //
+// # Front door
+//
+// What happens to a client before it takes an upstream:
+//
+//	proxy -route api.example.com=10.0.0.5:443 -route '*.example.com=10.0.0.6:443,10.0.0.7:443' \
+//	    -upstream 10.0.0.9:443 -deny 203.0.113.0/24 -max-sessions-per-ip 20
+//
+// -route sends TLS clients by the server name of their ClientHello (SNI)
+// to servers of their own, without terminating TLS (so not with
+// -tls-cert): the hello is peeked, replayed to the server, and the copy
+// runs between the raw sockets. Each route has its own pools, with
+// -upstream's pool, -balance, health and resolve flags. A client no route
+// takes goes to -upstream; with -route, an empty -upstream means no
+// default (such a client is refused) and no demo upstream. In the
+// -config file, one "route NAME=UPSTREAMS" line per route; RELAY_ROUTE
+// takes several separated by ';'. -allow and -deny (deny wins) and
+// -max-sessions-per-ip refuse clients before any upstream is taken,
+// counted in relay_refused_total.
+//
+// -send-proxy v1 or v2 writes a PROXY protocol header to each upstream
+// conn before the client's bytes, so that the server sees the client's
+// address; such a conn serves one client (-reuse never). -accept-proxy
+// names the load balancers in front (HAProxy's send-proxy-v2, say): a
+// client from them must start with a PROXY header, v1 or v2, whose source
+// then is the client for -allow/-deny, the per-IP cap, logs, the status
+// page and -send-proxy. Clients from elsewhere are plain clients (their
+// header, if any, is data) or, with -accept-proxy-others refuse, closed.
+// The header is read exactly (peeked with MSG_PEEK, then read to its last
+// byte), so the copy still splices. Not on Windows.
+//
 // SIGINT or SIGTERM stops accepting at once, lets sessions finish for
 // -shutdown-grace, cuts the rest, and exits 0. Other failures exit 1.
 //
 // SIGHUP (not on Windows) reloads: the -config file and the environment
 // are read again (the command line stays as given and still wins) and
 // validated as at start. An invalid configuration is logged at ERROR and
-// changes nothing. A valid one applies -upstream (servers and weights)
-// and -balance at once, without dropping a session: a removed server
+// changes nothing. A valid one applies -upstream (servers and weights),
+// the servers of each running -route (matched by its names) and
+// -balance at once, without dropping a session: a removed server
 // takes no new session and its live ones finish. Other flags need a
 // restart; a change to them is logged at WARN and ignored.
 //
