@@ -125,7 +125,7 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	flags.Var(prefixesValue{&cfg.acceptProxy}, "accept-proxy", "clients from these `CIDRs` (load balancers) must start with a PROXY protocol header, v1 or v2, "+
 		"whose source address then stands for the client everywhere: -allow/-deny, -max-sessions-per-ip, logs, the status page, -send-proxy. "+
 		"A trusted client with no valid header within 10s is closed. Not on Windows")
-	flags.Var(othersValue{&cfg.refuseOthers}, "accept-proxy-others", "with -accept-proxy, clients from other addresses: plain (served as they are; "+
+	flags.Var(othersValue{&cfg.refuseOthers}, "accept-proxy-others", "with -accept-proxy, `mode` for clients from other addresses: plain (the default: served as they are; "+
 		"a header they send is data, never honoured) or refuse (closed at once)")
 	flags.Var(balanceValue{&cfg.balance}, "balance", "how a session picks its upstream server: round-robin, least-conn, random (two random choices, the lighter) "+
 		"or client-ip (the same client IP to the same server); weighted. Reloaded on SIGHUP")

@@ -209,3 +209,75 @@ func (c *skipFirstWrite) Write(p []byte) (int, error) {
 	}
 	return c.Conn.Write(p)
 }
+
+// TestParseHeader: whole headers give their exact length (data after
+// them is not counted), a header's beginning asks for more bytes, and
+// anything else is an error.
+func TestParseHeader(t *testing.T) {
+	v2 := v2Header(netip.MustParseAddrPort("192.0.2.1:1"), netip.MustParseAddrPort("192.0.2.2:2"))
+	v1 := "PROXY TCP4 192.0.2.1 192.0.2.2 1 2\r\n"
+	for _, tc := range []struct {
+		in         string
+		n, needMin int
+		bad        bool
+	}{
+		{in: v1, n: len(v1)},
+		{in: v1 + "GET / HTTP/1.1\r\n\r\n", n: len(v1)},
+		{in: string(v2), n: len(v2)},
+		{in: string(v2) + "data", n: len(v2)},
+		{in: "", needMin: 1},
+		{in: "PRO", needMin: 4},
+		{in: "PROXY TCP4 192.0", needMin: 17},
+		{in: "\r\n\r\n\x00", needMin: 16},
+		{in: string(v2[:20]), needMin: len(v2)},
+		{in: "GET / HTTP/1.1\r\n", bad: true},
+		{in: "PROXY TCP4 x y 1 2\r\n", bad: true},
+		{in: "PROXY " + strings.Repeat("1", 120), bad: true},
+		{in: "\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x02ab", bad: true}, // TCP4 with 2 bytes of address
+	} {
+		n, h, need, err := parseHeader([]byte(tc.in))
+		switch {
+		case tc.bad && err == nil:
+			t.Errorf("%q: n %d need %d; want an error", tc.in, n, need)
+		case tc.bad:
+		case err != nil:
+			t.Errorf("%q: %v", tc.in, err)
+		case tc.n > 0 && (n != tc.n || h == nil):
+			t.Errorf("%q: n %d (header %v); want %d", tc.in, n, h, tc.n)
+		case tc.needMin > 0 && (n != 0 || need < tc.needMin):
+			t.Errorf("%q: n %d need %d; want more bytes, at least %d", tc.in, n, need, tc.needMin)
+		}
+	}
+}
+
+// TestAcceptProxySplitHeader: a trusted client whose header comes in
+// pieces (separate writes, a pause between them) is served once the
+// header is whole: the peek waits for more bytes rather than failing.
+func TestAcceptProxySplitHeader(t *testing.T) {
+	noLeaks(t)
+	r := startProxy(t, "-listen", "127.0.0.1:0", "-accept-proxy", "127.0.0.1", "-log-level", "debug")
+	v2 := v2Header(netip.MustParseAddrPort("192.0.2.9:5559"), netip.MustParseAddrPort("127.0.0.1:7070"))
+	for i, pieces := range [][]string{
+		{"PROXY TCP4 192.0.2.8 ", "127.0.0.1 5558 7070\r", "\nhello 0\n"},
+		{string(v2[:5]), string(v2[5:15]), string(v2[15:]) + "hello 1\n"},
+	} {
+		c, err := net.DialTimeout("tcp", r.addr, waitFor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(waitFor))
+		for _, p := range pieces {
+			if _, err := io.WriteString(c, p); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(20 * time.Millisecond) // not an assertion: makes the relay likely to peek a part
+		}
+		line, err := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		if m := demoReplyRE.FindStringSubmatch(strings.TrimSuffix(line, "\n")); err != nil || m == nil || m[2] != fmt.Sprintf("hello %d", i) {
+			t.Fatalf("case %d: got %q, %v; log:\n%s", i, line, err, r.stderr)
+		}
+	}
+	r.waitLog(regexp.MustCompile(`msg="session ended" session=\d+ client=192\.0\.2\.9:5559 `))
+	r.mustStop()
+}
