@@ -27,6 +27,12 @@
 //	...
 //	pl.Shutdown(ctx) // stop accepting, let sessions finish until ctx ends
 //
+// Before an upstream is taken, a session may pass the front door that
+// Config describes: Prepare (a load balancer's PROXY header, say), the
+// Access rules and MaxSessionsPerIP, and, with Routes, a peek at the TLS
+// ClientHello whose server name picks the Upstream. With SendProxy the
+// upstream hears the client's address in a PROXY header.
+//
 // Every accepted connection ends in one place: a client for which no
 // upstream could be had within Config.GetTimeout is closed at once, the
 // reason is logged and counted, and Serve goes on serving the others.
