@@ -281,3 +281,30 @@ func TestAcceptProxySplitHeader(t *testing.T) {
 	r.waitLog(regexp.MustCompile(`msg="session ended" session=\d+ client=192\.0\.2\.9:5559 `))
 	r.mustStop()
 }
+
+// TestAcceptProxyWithRoutes: behind -accept-proxy, the ClientHello after
+// the header is peeked and routed by its server name as without one.
+func TestAcceptProxyWithRoutes(t *testing.T) {
+	noLeaks(t)
+	cert := newSNICert(t)
+	a, b := namedTLSServer(t, "A", cert, false), namedTLSServer(t, "B", cert, false)
+	r := startProxy(t, "-listen", "127.0.0.1:0", "-route", "api.test="+a, "-upstream", b, "-accept-proxy", "127.0.0.1", "-log-level", "debug")
+	for _, tc := range []struct{ name, want string }{{"api.test", "A"}, {"other.test", "B"}} {
+		got, err := roundTrip(t, r.addr, "hi", func(addr string) (net.Conn, error) {
+			c, err := net.DialTimeout("tcp", addr, waitFor)
+			if err != nil {
+				return nil, err
+			}
+			if _, err := io.WriteString(c, "PROXY TCP4 192.0.2.10 127.0.0.1 5510 443\r\n"); err != nil {
+				c.Close()
+				return nil, err
+			}
+			return tls.Client(c, &tls.Config{ServerName: tc.name, RootCAs: cert.Roots}), nil
+		})
+		if err != nil || got != tc.want {
+			t.Fatalf("%s: got %q, %v; want %q; log:\n%s", tc.name, got, err, tc.want, r.stderr)
+		}
+	}
+	r.waitLogN(regexp.MustCompile(`msg="session ended" session=\d+ client=192\.0\.2\.10:5510 `), 2)
+	r.mustStop()
+}

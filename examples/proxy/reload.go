@@ -137,7 +137,7 @@ func (r *reloader) reload(ctx context.Context) {
 		restart = append(restart, "-route")
 	}
 
-	for _, ns := range r.sets {
+	for i, ns := range r.sets {
 		sv := servers
 		if ns.name != defaultRoute {
 			for _, rt := range routes {
@@ -147,7 +147,14 @@ func (r *reloader) reload(ctx context.Context) {
 			}
 		}
 		if err := ns.set.Update(ctx, sv, next.balance); err != nil {
-			r.log.Error("relay reload refused; keeping the running configuration", "route", ns.name, "err", err)
+			if i == 0 {
+				r.log.Error("relay reload refused; keeping the running configuration", "err", err)
+			} else {
+				// The sets before this one took their new servers; the
+				// running configuration stays the old one, so that the
+				// next reload compares against it and applies them all.
+				r.log.Error("relay reload failed part-way: the routes before this one were updated", "route", ns.name, "err", err)
+			}
 			return
 		}
 	}
