@@ -38,7 +38,12 @@ func (l *ProxyListener) admit(s *session) bool {
 func (l *ProxyListener) route(s *session) (*target, *[]byte, bool) {
 	buf := peekBufs.Get().(*[]byte)
 	*buf = (*buf)[:0]
-	name, err := peekServerName(s.client, l.cfg.peekTimeout(), buf)
+	name, err := l.peek(s.client, buf)
+	if errors.Is(err, ErrClosed) {
+		putPeeked(buf)
+		l.endFailed(s, &PeekError{Err: err})
+		return nil, nil, false
+	}
 	if err != nil && !(len(*buf) == 0 && errors.Is(err, os.ErrDeadlineExceeded)) {
 		// A client that sent nothing in time may speak second: it goes
 		// to the default. One that sent part of a hello, or failed, ends.
@@ -57,6 +62,25 @@ func (l *ProxyListener) route(s *session) (*target, *[]byte, bool) {
 		return nil, nil, false
 	}
 	return t, buf, true
+}
+
+// peek runs peekServerName under PeekTimeout and Close (or Shutdown's
+// ctx ending), which cut it as the deadline does.
+func (l *ProxyListener) peek(c net.Conn, buf *[]byte) (string, error) {
+	if err := c.SetReadDeadline(time.Now().Add(l.cfg.peekTimeout())); err != nil {
+		return "", err
+	}
+	// Registered after the deadline is set, so that a cut that comes
+	// first is not undone by it.
+	stop := context.AfterFunc(l.hardCtx, func() { c.SetReadDeadline(aLongTimeAgo) })
+	name, err := peekServerName(c, buf)
+	if !stop() {
+		return "", ErrClosed
+	}
+	if derr := c.SetReadDeadline(time.Time{}); err == nil && derr != nil {
+		err = derr
+	}
+	return name, err
 }
 
 func putPeeked(b *[]byte) {

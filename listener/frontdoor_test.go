@@ -567,3 +567,34 @@ func TestPrepare(t *testing.T) {
 		t.Errorf("bad tag: err %v; want a *HandshakeError", info.Err)
 	}
 }
+
+// TestPeekCutByClose: Close does not wait for a silent client's peek to
+// time out.
+func TestPeekCutByClose(t *testing.T) {
+	up := startServer(t, echo)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newPool(t, pool.Config{Addr: up.Addr()})
+	l, err := New(ln, p, Config{Routes: []Route{{Names: []string{"a.test"}, Upstream: p}}, PeekTimeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go l.Serve()
+	c := dial(t, l.Addr().String())
+	waitFor(t, "the session to peek", func() bool {
+		s := l.Sessions()
+		return len(s) == 1 && s[0].Phase == PhasePeek
+	})
+	closed := make(chan struct{})
+	go func() { l.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close waited for a peek with an hour's timeout")
+	}
+	if got, err := readLine(c); err == nil {
+		t.Errorf("client after Close: got %q; want it closed", got)
+	}
+}

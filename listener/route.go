@@ -120,16 +120,12 @@ var errNotHello = errors.New("peek done")
 // ClientHello has been read or the bytes are not TLS, and returns the
 // server name it asks for ("" when none, or not TLS). The bytes read stay
 // in *buf, to be replayed to the upstream. The read is bounded by
-// timeout and by maxPeek bytes.
+// maxPeek bytes; the caller bounds it in time with a read deadline.
 //
 // crypto/tls parses the ClientHello (records split anywhere, several
 // records per message): a tls.Server reads from the recorded bytes and is
 // stopped by GetConfigForClient as soon as it has the hello.
-func peekServerName(c net.Conn, timeout time.Duration, buf *[]byte) (string, error) {
-	if err := c.SetReadDeadline(time.Now().Add(timeout)); err != nil {
-		return "", err
-	}
-	defer c.SetReadDeadline(time.Time{})
+func peekServerName(c net.Conn, buf *[]byte) (string, error) {
 	rec := &recorder{Conn: c, r: c, buf: buf}
 	// The first byte says whether this is TLS at all: a handshake record.
 	var first [1]byte
