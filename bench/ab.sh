@@ -6,7 +6,8 @@
 # the order within a pair alternates (base first, then new first), because
 # the first of a pair tends to win whichever build it is. With
 # --base-reuse and --new-reuse it compares two reuse configurations the
-# same way (of one build, with --base and --new the same revision).
+# same way (of one build, with --base and --new the same revision), and
+# with --base-args and --new-args one build with and without a feature.
 #
 # Everything listens on and dials 127.0.0.1 only; every process started
 # here is bounded in time and killed on exit. See bench/README.md.
@@ -27,6 +28,15 @@ usage: bash bench/ab.sh [flags]
                    PING/+PONG) or redis (-protocol redis: the Redis reset)
   --base-reuse R   --reuse for the base build only (default: --reuse)
   --new-reuse R    --reuse for the new build only (default: --reuse)
+  --base-args 'F'  extra proxy flags for the base side, after ab.sh's own
+                   (so they win); split at white space, no quotes or globs
+                   honoured inside: one shell word, e.g.
+                   --new-args '-route x.test=127.0.0.1:1 -send-proxy v1'
+  --new-args 'F'   the same for the new side
+  --base-load-args 'F', --new-load-args 'F'
+                   extra `bench load` flags for one side, split the same
+                   way, e.g. --new-load-args '-proxy-header v1' with
+                   --new-args '-accept-proxy 127.0.0.1/32'
   --tls            churn against the TLS upstream (the proxy originates TLS,
                    with -upstream-tls-curves X25519, as bench/run.sh)
   --pairs N        pairs of runs (default 6); an even count lets each
@@ -39,6 +49,7 @@ EOF
 }
 
 base=HEAD new="" mode=churn conns="" dir=c2u reuse=never base_reuse="" new_reuse="" tls=0 pairs=6
+base_extra="" new_extra="" base_load_extra="" new_load_extra=""
 warmup=1s duration=4s out=""
 while (($#)); do
 	case $1 in
@@ -50,6 +61,10 @@ while (($#)); do
 	--reuse) reuse=$2; shift ;;
 	--base-reuse) base_reuse=$2; shift ;;
 	--new-reuse) new_reuse=$2; shift ;;
+	--base-args) base_extra=$2; shift ;;
+	--new-args) new_extra=$2; shift ;;
+	--base-load-args) base_load_extra=$2; shift ;;
+	--new-load-args) new_load_extra=$2; shift ;;
 	--tls) tls=1 ;;
 	--pairs) pairs=$2; shift ;;
 	--warmup) warmup=$2; shift ;;
@@ -103,20 +118,33 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# build NAME REV: builds the proxy at REV (empty: the work tree) as $tmp/NAME.
+# build NAME REV GIVEN: builds the proxy at REV (empty: the work tree) as
+# $tmp/NAME; GIVEN is REV as the command line named it.
 build() {
-	local name=$1 rev=$2 src=.
+	local name=$1 rev=$2 given=$3 src=.
 	if [[ -n $rev ]]; then
 		src=$tmp/src-$name
 		git worktree add --quiet --detach "$src" "$rev"
 	fi
 	(cd "$src" && go build -o "$tmp/$name" ./examples/proxy)
-	log "$name: ${rev:-work tree} ($(cd "$src" && git rev-parse --short HEAD)$([[ -n $rev ]] || git diff --quiet HEAD || echo ', modified'))"
+	log "$name: ${given:-work tree} ($(cd "$src" && git rev-parse --short HEAD)$([[ -n $rev ]] || git diff --quiet HEAD || echo ', modified'))"
 }
+# Resolve the revisions once, before building: with --base HEAD --new
+# HEAD, a commit landing between the two builds must not make them differ.
+for v in base new; do
+	rev=${!v}
+	[[ -z $rev ]] && continue
+	if ! c=$(git rev-parse --verify --quiet "$rev^{commit}"); then
+		echo "ab.sh: --$v: no such revision: $rev" >&2
+		exit 2
+	fi
+	printf -v "$v" %s "$c"
+	printf -v "${v}_given" %s "$rev"
+done
 log "building"
 go build -o "$tmp/bench" ./examples/bench
-build base "$base"
-build new "$new"
+build base "$base" "${base_given:-}"
+build new "$new" "${new_given:-}"
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 # Bounds: a load run gets its warm-up and measured window plus a minute
@@ -146,17 +174,29 @@ proxy_args() {
 	((tls)) && args+=(-upstream-tls -upstream-tls-ca "$CA_FILE" -upstream-tls-curves X25519)
 	return 0
 }
+# words S: sets w to S split at white space (no quotes, no globs).
+words() { w=(); read -r -a w <<<"$1" || true; }
 proxy_args "$base_reuse"
-base_args=("${args[@]}")
+words "$base_extra"
+base_args=("${args[@]}" "${w[@]}")
 proxy_args "$new_reuse"
-new_args=("${args[@]}")
+words "$new_extra"
+new_args=("${args[@]}" "${w[@]}")
+words "$base_load_extra"
+base_load=("${w[@]}")
+words "$new_load_extra"
+new_load=("${w[@]}")
 
 jsonl=$tmp/ab.jsonl
 : >"$jsonl"
 # measure NAME PAIR: one run of build NAME, labelled with the pair's number.
 measure() {
-	local name=$1 pair=$2 port args
-	if [[ $name == base ]]; then args=("${base_args[@]}"); else args=("${new_args[@]}"); fi
+	local name=$1 pair=$2 port args load
+	if [[ $name == base ]]; then
+		args=("${base_args[@]}") load=("${load_args[@]}" "${base_load[@]}")
+	else
+		args=("${new_args[@]}") load=("${load_args[@]}" "${new_load[@]}")
+	fi
 	port=$("$tmp/bench" freeport)
 	if ! start_wrapped "$life" "$tmp/$name.log" "$port" "$tmp/$name" -listen "127.0.0.1:$port" "${args[@]}"; then
 		cat "$tmp/$name.log" >&2
@@ -164,7 +204,7 @@ measure() {
 		exit 1
 	fi
 	if ! timeout -s KILL "$per_run" "$tmp/bench" load -addr "127.0.0.1:$port" -pid "$PROXY_PID" -control "$CONTROL" \
-		-target "$name" -rep "$pair" -warmup "$warmup" -duration "$duration" -json "$jsonl" "${load_args[@]}" >&2; then
+		-target "$name" -rep "$pair" -warmup "$warmup" -duration "$duration" -json "$jsonl" "${load[@]}" >&2; then
 		# load writes its JSON line even when the run counted errors, and
 		# compare then keeps the run and notes its errors.
 		echo "ab.sh: $name, pair $pair: bench load failed or counted errors (compare notes a run it kept)" >&2
@@ -177,6 +217,8 @@ if [[ $base_reuse == "$new_reuse" ]]; then
 else
 	log "$pairs pair(s) of $mode (${load_args[*]}), reuse: base $base_reuse, new $new_reuse"
 fi
+[[ -z $base_extra$base_load_extra ]] || log "base adds: proxy ${base_extra:-(nothing)}; load ${base_load_extra:-(nothing)}"
+[[ -z $new_extra$new_load_extra ]] || log "new adds: proxy ${new_extra:-(nothing)}; load ${new_load_extra:-(nothing)}"
 for pair in $(seq "$pairs"); do
 	if ((pair % 2)); then
 		measure base "$pair"

@@ -49,6 +49,11 @@ type loadConfig struct {
 	// ClientTLS makes the clients speak TLS themselves, trusting this CA
 	// file (the direct target of churn against tlsecho).
 	ClientTLS string
+	// ProxyHeader, v1 or v2, makes each client conn start with a PROXY
+	// protocol header for its own addresses, written on its own as soon
+	// as the conn is up (before TLS, with ClientTLS), as a load balancer
+	// in front of a proxy with -accept-proxy would. Empty: none.
+	ProxyHeader string
 	// Target and Rep label the result.
 	Target string
 	Rep    int
@@ -104,6 +109,11 @@ func (c *loadConfig) defaults() error {
 	}
 	if c.Settle <= 0 {
 		c.Settle = time.Second
+	}
+	switch c.ProxyHeader {
+	case "", "v1", "v2":
+	default:
+		return fmt.Errorf("-proxy-header: want v1 or v2, got %q", c.ProxyHeader)
 	}
 	if c.SessionTimeout <= 0 {
 		c.SessionTimeout = 5 * time.Second
@@ -256,12 +266,14 @@ func (m *proxyMeter) end() (float64, bool) {
 
 // dialer makes client connections to the target, in plain TCP or, with
 // ClientTLS, TLS with a shared session cache (so it resumes, as a proxy
-// that originates TLS would).
+// that originates TLS would); with proxyHeader, each starts with a PROXY
+// header (see loadConfig.ProxyHeader).
 type dialer struct {
-	addr    string
-	tls     *tls.Config
-	timeout time.Duration // bounds the dial, the handshake, and an exchange
-	nd      net.Dialer
+	addr        string
+	tls         *tls.Config
+	timeout     time.Duration // bounds the dial, the handshake, and an exchange
+	nd          net.Dialer
+	proxyHeader string
 }
 
 func newDialer(addr, caFile string, timeout time.Duration) (*dialer, error) {
@@ -284,6 +296,19 @@ func (d *dialer) dial(ctx context.Context) (net.Conn, error) {
 	c, err := d.nd.DialContext(ctx, "tcp", d.addr)
 	if err != nil {
 		return nil, err
+	}
+	if d.proxyHeader != "" {
+		var hdr [64]byte
+		b, err := appendProxyHeader(hdr[:0], d.proxyHeader, c.LocalAddr(), c.RemoteAddr())
+		if err == nil {
+			c.SetWriteDeadline(time.Now().Add(d.timeout))
+			_, err = c.Write(b)
+			c.SetWriteDeadline(time.Time{})
+		}
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("writing the PROXY header: %w", err)
+		}
 	}
 	if d.tls == nil {
 		return c, nil
@@ -382,6 +407,7 @@ func Load(ctx context.Context, cfg loadConfig) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	d.proxyHeader = cfg.ProxyHeader
 	r := Result{Target: cfg.Target, Rep: cfg.Rep, Test: cfg.test(), Server: cfg.Server, Conns: cfg.Conns, Metrics: map[string]float64{}}
 	errs := &errorLog{}
 	// Every mode ends by itself; this bounds it even if a proxy hangs.
@@ -446,6 +472,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.DurationVar(&cfg.SessionTimeout, "session-timeout", 5*time.Second, "bound on one dial, TLS handshake or exchange")
 	fs.IntVar(&cfg.PID, "pid", 0, "the proxy's PID, root of the process tree measured (0: none)")
 	fs.StringVar(&cfg.ClientTLS, "client-tls", "", "CA file: clients speak TLS themselves (direct churn against tlsecho)")
+	fs.StringVar(&cfg.ProxyHeader, "proxy-header", "", "v1 or v2: each client conn starts with a PROXY protocol header for its own addresses, written alone once connected, as a load balancer would (for a proxy with -accept-proxy 127.0.0.1/32; sink, echo and tlsecho drop it when reached directly)")
 	fs.StringVar(&cfg.Target, "target", "direct", "target label for the result")
 	fs.IntVar(&cfg.Rep, "rep", 1, "repetition label for the result")
 	jsonPath := fs.String("json", "", "append the result as a JSON line to this file (default: stdout only)")

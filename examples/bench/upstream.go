@@ -84,6 +84,10 @@ type ServerStats struct {
 	// (X25519MLKEM768 and the like): Go clients offer one by default, and
 	// it costs both ends more CPU than X25519 alone.
 	MLKEM int64 `json:"mlkem"`
+	// ProxyHeaders counts PROXY protocol headers (v1 or v2) read and
+	// dropped at the start of a conn (sink, echo and tlsecho: a proxy with
+	// -send-proxy writes one before the client's bytes).
+	ProxyHeaders int64 `json:"proxy_headers"`
 }
 
 // UpstreamStats is what the control port serves at /stats.
@@ -94,7 +98,7 @@ type UpstreamStats struct {
 
 // counters are one server's live counters.
 type counters struct {
-	accepts, open, bytesIn, bytesOut, fences, redisResets, resets, errors, handshakes, resumed, mlkem atomic.Int64
+	accepts, open, bytesIn, bytesOut, fences, redisResets, resets, errors, handshakes, resumed, mlkem, proxyHeaders atomic.Int64
 }
 
 // server is one upstream listener with its handler. Close closes the
@@ -194,19 +198,20 @@ func (s *server) Close() error {
 
 func (s *server) stats() ServerStats {
 	return ServerStats{
-		Kind:        s.kind,
-		Addr:        s.ln.Addr().String(),
-		Accepts:     s.ctr.accepts.Load(),
-		Open:        s.ctr.open.Load(),
-		BytesIn:     s.ctr.bytesIn.Load(),
-		BytesOut:    s.ctr.bytesOut.Load(),
-		Fences:      s.ctr.fences.Load(),
-		RedisResets: s.ctr.redisResets.Load(),
-		Resets:      s.ctr.resets.Load(),
-		Errors:      s.ctr.errors.Load(),
-		Handshakes:  s.ctr.handshakes.Load(),
-		Resumed:     s.ctr.resumed.Load(),
-		MLKEM:       s.ctr.mlkem.Load(),
+		Kind:         s.kind,
+		Addr:         s.ln.Addr().String(),
+		Accepts:      s.ctr.accepts.Load(),
+		Open:         s.ctr.open.Load(),
+		BytesIn:      s.ctr.bytesIn.Load(),
+		BytesOut:     s.ctr.bytesOut.Load(),
+		Fences:       s.ctr.fences.Load(),
+		RedisResets:  s.ctr.redisResets.Load(),
+		Resets:       s.ctr.resets.Load(),
+		Errors:       s.ctr.errors.Load(),
+		Handshakes:   s.ctr.handshakes.Load(),
+		Resumed:      s.ctr.resumed.Load(),
+		MLKEM:        s.ctr.mlkem.Load(),
+		ProxyHeaders: s.ctr.proxyHeaders.Load(),
 	}
 }
 
@@ -214,11 +219,18 @@ func (s *server) stats() ServerStats {
 // throughput clients.
 const ioBufSize = 256 << 10
 
-// handleSink reads and discards until EOF, counting bytes.
+// handleSink reads and discards until EOF, counting bytes (those of a
+// PROXY header at the start excepted: see readSkippingProxyHeader).
 func handleSink(c net.Conn, ctr *counters) error {
 	buf := make([]byte, ioBufSize)
-	for {
-		n, err := c.Read(buf)
+	for first := true; ; first = false {
+		var n int
+		var err error
+		if first {
+			n, err = readSkippingProxyHeader(c, buf, ctr)
+		} else {
+			n, err = c.Read(buf)
+		}
 		ctr.bytesIn.Add(int64(n))
 		if err != nil {
 			return err
@@ -243,12 +255,20 @@ func handleSource(c net.Conn, ctr *counters) error {
 // handleEcho writes back what it reads, except that a read of exactly
 // "PING\r\n" is answered with "+PONG\r\n" (a Redis-like fence), and a
 // read of exactly a Redis reset (see redisEcho) as Redis would answer it.
+// A PROXY header at the start of the conn is dropped, not echoed (see
+// readSkippingProxyHeader); the data that came with it is the first read.
 func handleEcho(c net.Conn, ctr *counters) error {
 	buf := make([]byte, 64<<10)
 	pong := []byte(fencePong)
 	var reply []byte // the Redis reset's reply, reused
-	for {
-		n, err := c.Read(buf)
+	for first := true; ; first = false {
+		var n int
+		var err error
+		if first {
+			n, err = readSkippingProxyHeader(c, buf, ctr)
+		} else {
+			n, err = c.Read(buf)
+		}
 		if n > 0 {
 			ctr.bytesIn.Add(int64(n))
 			out := buf[:n]
@@ -448,7 +468,9 @@ Runs four servers on 127.0.0.1 (kernel-chosen ports):
            one of exactly "ECHO <a>\r\nRESET\r\nECHO <b>\r\n" (a Redis reset)
            "$len(a)\r\n<a>\r\n+RESET\r\n$len(b)\r\n<b>\r\n"
   tlsecho  echo (same fence and reset) behind TLS with a generated ECDSA P-256 cert
-and a control port serving their counters as JSON at /stats.
+and a control port serving their counters as JSON at /stats. Sink, echo and
+tlsecho (inside TLS) drop a PROXY protocol header, v1 or v2, at the start of
+a conn (as a proxy with -send-proxy writes), counting it in proxy_headers.
 
 `)
 		fs.PrintDefaults()
