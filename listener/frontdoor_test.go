@@ -601,3 +601,18 @@ func TestPeekCutByClose(t *testing.T) {
 		t.Errorf("client after Close: got %q; want it closed", got)
 	}
 }
+
+// TestRouteName: names come back as routes compare them; bad ones are
+// errors that quote them.
+func TestRouteName(t *testing.T) {
+	for in, want := range map[string]string{"API.Example.com.": "api.example.com", "*.Example.COM": "*.example.com", "a_b-1.test": "a_b-1.test"} {
+		if got, err := RouteName(in); err != nil || got != want {
+			t.Errorf("RouteName(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "*", "*.", "a..b", "a.*.b", "a b", "**.a", strings.Repeat("a", 64) + ".test"} {
+		if _, err := RouteName(in); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", in)) {
+			t.Errorf("RouteName(%q): got %v; want an error quoting it", in, err)
+		}
+	}
+}

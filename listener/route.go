@@ -58,13 +58,13 @@ func newRoutes(list []Route, targetOf func(Upstream) (*target, error)) (*routes,
 			return nil, fmt.Errorf("listener: Config.Routes[%d]: %w", i, err)
 		}
 		for _, n := range r.Names {
-			name := strings.TrimSuffix(strings.ToLower(n), ".")
+			name, err := RouteName(n)
+			if err != nil {
+				return nil, fmt.Errorf("listener: Config.Routes[%d].Names: %w", i, err)
+			}
 			m := rt.exact
 			if suffix, ok := strings.CutPrefix(name, "*."); ok {
 				m, name = rt.wild, suffix
-			}
-			if !validName(name) {
-				return nil, fmt.Errorf("listener: Config.Routes[%d].Names: %q is not a host name or a *.suffix wildcard", i, n)
 			}
 			if _, dup := m[name]; dup {
 				return nil, fmt.Errorf("listener: Config.Routes[%d].Names: %q is routed twice", i, n)
@@ -73,6 +73,18 @@ func newRoutes(list []Route, targetOf func(Upstream) (*target, error)) (*routes,
 		}
 	}
 	return rt, nil
+}
+
+// RouteName checks a Route name and returns it as routes compare it: in
+// lower case, without a trailing dot. A name is a host name of
+// dot-separated labels of letters, digits, '-' and '_', or such a name
+// behind "*." (a wildcard for exactly one label).
+func RouteName(name string) (string, error) {
+	n := strings.TrimSuffix(strings.ToLower(name), ".")
+	if !validName(strings.TrimPrefix(n, "*.")) {
+		return "", fmt.Errorf("%q is not a host name or a *.suffix wildcard", name)
+	}
+	return n, nil
 }
 
 // validName reports whether s is a host name of dot-separated labels of

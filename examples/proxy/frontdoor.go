@@ -60,9 +60,9 @@ func (v routesValue) Set(s string) error {
 		}
 		var r route
 		for n := range strings.SplitSeq(names, ",") {
-			n = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(n)), ".")
-			if !validRouteName(n) {
-				return fmt.Errorf("%q: %q is not a host name or a *.suffix wildcard", part, n)
+			n, err := listener.RouteName(strings.TrimSpace(n))
+			if err != nil {
+				return fmt.Errorf("%q: %w", part, err)
 			}
 			if seen[n] {
 				return fmt.Errorf("%q: name %q routed twice", part, n)
@@ -89,27 +89,6 @@ func formatRoutes(list []route) string {
 		parts[i] = r.key() + "=" + formatServers(r.servers)
 	}
 	return strings.Join(parts, ";")
-}
-
-// validRouteName is listener's rule for a route name: a host name of
-// dot-separated labels of letters, digits, '-' and '_', optionally
-// behind "*." (a wildcard for exactly one label).
-func validRouteName(s string) bool {
-	s = strings.TrimPrefix(s, "*.")
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	for label := range strings.SplitSeq(s, ".") {
-		if label == "" || len(label) > 63 {
-			return false
-		}
-		for _, c := range []byte(label) {
-			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // prefixesValue is a comma-separated list of IP prefixes; a bare address
