@@ -31,7 +31,9 @@ usage: bash bench/ab.sh [flags]
   --base-args 'F'  extra proxy flags for the base side, after ab.sh's own
                    (so they win); split at white space, no quotes or globs
                    honoured inside: one shell word, e.g.
-                   --new-args '-route x.test=127.0.0.1:1 -send-proxy v1'
+                   --new-args '-route x.test=127.0.0.1:1 -send-proxy v1';
+                   the text $ECHO, $SINK, $SOURCE or $TLSECHO in it becomes
+                   that bench upstream's address: '-route x.test=$ECHO'
   --new-args 'F'   the same for the new side
   --base-load-args 'F', --new-load-args 'F'
                    extra `bench load` flags for one side, split the same
@@ -174,13 +176,25 @@ proxy_args() {
 	((tls)) && args+=(-upstream-tls -upstream-tls-ca "$CA_FILE" -upstream-tls-curves X25519)
 	return 0
 }
-# words S: sets w to S split at white space (no quotes, no globs).
-words() { w=(); read -r -a w <<<"$1" || true; }
+# words S: sets w to S split at white space (no quotes, no globs), with
+# the literal text $ECHO, $SINK, $SOURCE or $TLSECHO in a word replaced by
+# that upstream's address.
+words() {
+	local i x
+	w=()
+	read -r -a w <<<"$1" || true
+	for i in "${!w[@]}"; do
+		x=${w[i]//'$ECHO'/$ECHO} x=${x//'$SINK'/$SINK}
+		x=${x//'$SOURCE'/$SOURCE} w[i]=${x//'$TLSECHO'/$TLSECHO}
+	done
+}
 proxy_args "$base_reuse"
 words "$base_extra"
+base_extra=${w[*]}
 base_args=("${args[@]}" "${w[@]}")
 proxy_args "$new_reuse"
 words "$new_extra"
+new_extra=${w[*]}
 new_args=("${args[@]}" "${w[@]}")
 words "$base_load_extra"
 base_load=("${w[@]}")
