@@ -29,6 +29,9 @@ func (sv *server) checkLoop(stop chan struct{}) {
 			return
 		}
 		err := sv.check(stop)
+		if errors.Is(err, errStopped) {
+			return
+		}
 		if err == nil {
 			ok, bad = ok+1, 0
 		} else {
@@ -39,15 +42,14 @@ func (sv *server) checkLoop(stop chan struct{}) {
 		switch {
 		case err == nil && ok >= set.s.rise:
 			sv.markLocked(false)
-			sv.unejectLocked("active check passed")
 		case err != nil && bad >= set.s.fall:
 			sv.markLocked(true)
 		}
 		set.mu.Unlock()
-		switch {
-		case err == nil:
-			sv.succeed()
-		case !errors.Is(err, errStopped):
+		// A failed check counts toward a passive ejection too; a passed
+		// one proves the server accepts a dial, not that its sessions
+		// work, so it leaves an ejection and its doubling alone.
+		if err != nil {
 			sv.fail("check: " + err.Error())
 		}
 		t.Reset(every)
@@ -94,11 +96,11 @@ func (sv *server) check(stop chan struct{}) error {
 	}
 	got := make([]byte, len(expect))
 	n, err := io.ReadFull(c, got)
-	if err != nil && !bytes.Equal(got[:n], expect[:n]) {
-		err = nil // the mismatch says more than the cut
-	}
-	if !bytes.Equal(got[:n], expect) {
+	switch {
+	case !bytes.Equal(got[:n], expect[:n]):
 		return fmt.Errorf("reply %q does not start with %q", got[:n], expect)
+	case err != nil:
+		return fmt.Errorf("reply %q, then: %w", got[:n], err)
 	}
-	return err
+	return nil
 }

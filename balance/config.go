@@ -86,13 +86,18 @@ const MaxWeight = 256
 // Passive is outlier detection: what sessions and dials teach about a
 // server, with no traffic of its own. A failure is a failed dial (a
 // spare's too), a session that the server reset before sending a byte
-// (pool.Verdict.UpstreamFailed), or a failed active check. After Failures in a row the
-// server is ejected: no session is sent to it, its pool keeps nothing
-// idle and dials no spares, for Ejection. Each ejection in a row doubles
-// the time, up to MaxEjection; a session that the server did not fail
-// starts the count again. When the time is up the server is back on
-// probation: its next failure ejects it again. A passing active check
-// ends an ejection early.
+// (pool.Verdict.UpstreamFailed), or a failed active check. After
+// Failures in a row the server is ejected: no session is sent to it, its
+// pool keeps nothing idle and dials no spares, for Ejection. Each
+// ejection in a row doubles the time, up to MaxEjection; a session that
+// the server did not fail starts the count again. When the time is up
+// the server is back on probation: its next failure ejects it again.
+//
+// Active checks do not end an ejection: a passing one proves that a dial
+// works, not that sessions do. The last healthy server is never ejected
+// (nginx's rule for a lone server): with every server failing, clients
+// keep trying it and fail as fast as its dials do, and it serves again
+// the moment it is back.
 type Passive struct {
 	// Failures is how many failures in a row eject a server. Zero means
 	// DefaultFailures; negative turns ejection off.
@@ -145,7 +150,8 @@ type Config struct {
 	Policy Policy
 
 	// Pool is the template for every server's pool: Addr, Network, Dial,
-	// OnDial and OnRelease are set by the Set. Its Logger is Config.Logger.
+	// OnDial and OnRelease are set by the Set. A nil Logger is
+	// Config.Logger.
 	Pool pool.Config
 	// Network is the network servers are dialed on when Dial is nil:
 	// "tcp" (the default when empty), "tcp4" or "tcp6".

@@ -102,48 +102,85 @@ func TestDialsNeverCompleteFailOver(t *testing.T) {
 // TestPassiveEjectionAndProbation: sessions the server ended before its
 // first byte eject it after Failures in a row; a good session in between
 // starts the count again; after the ejection the server is back on
-// probation, where one failure ejects it again.
+// TestPassiveEjectionAndProbation: failures in a row eject a server, a
+// good session starts the count again, an ejected server gets no session,
+// and once back it is on probation: one failure ejects it again, until a
+// good session. A second server, always healthy, takes the rest: the last
+// healthy server is never ejected (TestLastServerNotEjected).
 func TestPassiveEjectionAndProbation(t *testing.T) {
-	up := startServer(t, echo)
+	ups := startEchos(t, 2)
+	flaky, other := ups[0], ups[1]
 	set := newSet(t, Config{
-		Servers: []Server{{Addr: up.Addr()}},
+		Servers: listOf(ups),
 		Passive: Passive{Failures: 3, Ejection: 100 * time.Millisecond},
 	})
 	failed := pool.Verdict{Used: true, UpstreamFailed: true}
+	// session ends one session on flaky with v; the leases that land on
+	// the other server go back untouched (no verdict on it).
 	session := func(v pool.Verdict) {
 		t.Helper()
-		get(t, set).Release(v)
+		for range 10 {
+			l := get(t, set)
+			if upstreamOf(l) == flaky.Addr() {
+				l.Release(v)
+				return
+			}
+			l.Release(pool.Verdict{})
+		}
+		t.Fatalf("no session reached %s in 10 tries", flaky.Addr())
 	}
 	session(failed)
 	session(failed)
 	session(clean) // starts the count again
 	session(failed)
 	session(failed)
-	if s := stateOf(t, set, up.Addr()); s != StateUp {
+	if s := stateOf(t, set, flaky.Addr()); s != StateUp {
 		t.Fatalf("after 2 failures, a success and 2 failures: state %v; want up", s)
 	}
 	session(failed)
-	if s := stateOf(t, set, up.Addr()); s != StateEjected {
+	if s := stateOf(t, set, flaky.Addr()); s != StateEjected {
 		t.Fatalf("after 3 failures in a row: state %v; want ejected", s)
 	}
-	// Its only server ejected, the set has none to offer.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := set.Get(ctx); !errors.Is(err, ErrNoServer) {
-		t.Fatalf("Get with the only server ejected: got %v; want ErrNoServer", err)
+	for range 4 {
+		l := get(t, set)
+		if got := upstreamOf(l); got != other.Addr() {
+			t.Fatalf("a session while %s is ejected went to %s", flaky.Addr(), got)
+		}
+		l.Release(pool.Verdict{})
 	}
-	waitFor(t, "the ejection to end", func() bool { return stateOf(t, set, up.Addr()) == StateUp })
+	waitFor(t, "the ejection to end", func() bool { return stateOf(t, set, flaky.Addr()) == StateUp })
 	session(failed) // on probation: one failure is enough
-	st, _ := statsOf(set, up.Addr())
+	st, _ := statsOf(set, flaky.Addr())
 	if st.State != StateEjected || st.Ejections != 2 || st.Failures != 6 {
 		t.Fatalf("one failure on probation: state %v, %d ejections, %d failures; want ejected, 2, 6", st.State, st.Ejections, st.Failures)
 	}
-	waitFor(t, "the second ejection to end", func() bool { return stateOf(t, set, up.Addr()) == StateUp })
+	waitFor(t, "the second ejection to end", func() bool { return stateOf(t, set, flaky.Addr()) == StateUp })
 	session(clean) // off probation
 	session(failed)
-	if s := stateOf(t, set, up.Addr()); s != StateUp {
+	if s := stateOf(t, set, flaky.Addr()); s != StateUp {
 		t.Errorf("a failure after a good session off probation: state %v; want up", s)
 	}
+}
+
+// TestLastServerNotEjected: a lone server that fails is never ejected,
+// so that once it is back the next client is served, not refused for the
+// cooling time; while it is down, each client fails as fast as its dial.
+func TestLastServerNotEjected(t *testing.T) {
+	ups := startEchos(t, 1)
+	set := newSet(t, Config{Servers: listOf(ups), Passive: Passive{Failures: 1, Ejection: time.Hour}})
+	ups[0].Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for range 3 {
+		if _, err := set.Get(ctx); !errors.Is(err, ErrNoServer) || !errors.Is(err, syscallRefused) {
+			t.Fatalf("Get with the lone server stopped: got %v; want ErrNoServer wrapping connection refused", err)
+		}
+	}
+	if s := stateOf(t, set, ups[0].Addr()); s != StateUp {
+		t.Fatalf("the lone server after failed dials: %v; want up", s)
+	}
+	ups[0].Restart()
+	roundTrip(t, get(t, set), "back at once")
 }
 
 // TestActiveCheckDownAndBack: a stopped server is marked down by its
@@ -206,8 +243,9 @@ func TestActiveCheckSendExpect(t *testing.T) {
 	}
 }
 
-// TestEveryServerDown: with every server stopped and ejected, Get fails
-// at once with ErrNoServer (before its ctx ends), and NoServer counts it.
+// TestEveryServerDown: with every server stopped, Get fails at once
+// with ErrNoServer wrapping the last dial's error (before its ctx ends),
+// and NoServer counts it. All but the last healthy server are ejected.
 func TestEveryServerDown(t *testing.T) {
 	ups := startEchos(t, 2)
 	set := newSet(t, Config{
@@ -227,10 +265,13 @@ func TestEveryServerDown(t *testing.T) {
 	if !errors.Is(err, syscallRefused) {
 		t.Errorf("Get: got %v; want it to wrap the last dial error (connection refused)", err)
 	}
+	// One is ejected; the other, the last healthy server, never is.
+	states := map[State]int{}
 	for _, up := range ups {
-		if s := stateOf(t, set, up.Addr()); s != StateEjected {
-			t.Fatalf("%s: state %v; want ejected", up.Addr(), s)
-		}
+		states[stateOf(t, set, up.Addr())]++
+	}
+	if states[StateEjected] != 1 || states[StateUp] != 1 {
+		t.Fatalf("states after both failed: %v; want one ejected and one up", states)
 	}
 	_, err = set.Get(ctx)
 	if !errors.Is(err, ErrNoServer) || ctx.Err() != nil {

@@ -12,7 +12,10 @@ import (
 // full then reports that some untried healthy server was only at
 // MaxSessions, so waiting may help.
 func (set *Set) pick(v *view, ip netip.Addr, tried []*server) (sv *server, full bool) {
-	if len(v.up) == 1 { // the common case, without a policy
+	switch len(v.up) {
+	case 0:
+		return nil, false
+	case 1: // the common case, without a policy
 		sv = v.up[0]
 		if slices.Contains(tried, sv) {
 			return nil, false
@@ -104,6 +107,9 @@ func lighter(a int64, wa int, b int64, wb int) bool {
 // twoChoices draws two servers in proportion to their weights and takes
 // the lighter; a draw that lands in skip falls back to leastConn.
 func (set *Set) twoChoices(v *view, skip []*server) *server {
+	if len(v.cum) == 0 {
+		return nil
+	}
 	total := v.cum[len(v.cum)-1]
 	draw := func() int {
 		i, _ := slices.BinarySearch(v.cum, rand.IntN(total)+1)

@@ -86,8 +86,20 @@ func (set *Set) lookup(ctx context.Context, host string) ([]netip.Addr, error) {
 	return ips, nil
 }
 
+// startResolverLocked starts the resolver loop, once, when host names
+// are configured and ResolveEvery is positive.
+func (set *Set) startResolverLocked() {
+	if set.resolving || set.closed || set.s.ResolveEvery <= 0 || !set.hasNamesLocked() {
+		return
+	}
+	set.resolving = true
+	set.wg.Add(1)
+	go set.resolveLoop()
+}
+
 // resolveLoop resolves the host names again every ResolveEvery and
-// applies what changed, until Close.
+// applies what changed, until Close. With no names left (Update), it
+// resolves nothing: Resolve then only applies the IPs again.
 func (set *Set) resolveLoop() {
 	defer set.wg.Done()
 	for set.sleep(set.s.ResolveEvery) {
@@ -100,8 +112,11 @@ func (set *Set) resolveLoop() {
 // joins. A name that fails to resolve keeps its last addresses.
 func (set *Set) Resolve(ctx context.Context) {
 	set.mu.Lock()
-	specs := set.specs
+	specs, names := set.specs, set.hasNamesLocked()
 	set.mu.Unlock()
+	if !names {
+		return
+	}
 	members, _ := set.resolveAll(ctx, specs, false)
 	set.mu.Lock()
 	defer set.mu.Unlock()
@@ -109,13 +124,6 @@ func (set *Set) Resolve(ctx context.Context) {
 		return
 	}
 	set.applyLocked(members, set.view.Load().policy)
-}
-
-// hasNames reports whether a configured host is a name, not an IP.
-func (set *Set) hasNames() bool {
-	set.mu.Lock()
-	defer set.mu.Unlock()
-	return set.hasNamesLocked()
 }
 
 func (set *Set) hasNamesLocked() bool {

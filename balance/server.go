@@ -175,6 +175,13 @@ func (sv *server) fail(why string) {
 	if sv.ejected || sv.removed.Load() || set.closed {
 		return
 	}
+	if v := set.view.Load(); len(v.up) == 1 && v.up[0] == sv {
+		// The last healthy server is never ejected (nginx's rule for a
+		// lone server): with it out, every client would be refused until
+		// the cooling time ends, though it may be back long before. Its
+		// clients keep trying it, and fail as fast as its dials do.
+		return
+	}
 	k := sv.backoff.Add(1)
 	d := set.s.Passive.Ejection
 	for i := int32(1); i < k && d < set.s.Passive.MaxEjection; i++ {

@@ -37,13 +37,14 @@ type Set struct {
 	// noServer counts Gets that failed for want of a server.
 	noServer atomic.Uint64
 
-	mu       sync.Mutex
-	closed   bool
-	specs    []Server                // as configured (Update replaces them)
-	resolved map[string][]netip.Addr // by host name: the last good lookup
-	servers  map[string]*server      // by memberKey, live ones only
-	draining []*server               // removed, until their last session ends
-	waiters  []*waiter               // callers waiting under MaxSessions, oldest first
+	mu        sync.Mutex
+	closed    bool
+	resolving bool                    // the resolver loop runs
+	specs     []Server                // as configured (Update replaces them)
+	resolved  map[string][]netip.Addr // by host name: the last good lookup
+	servers   map[string]*server      // by memberKey, live ones only
+	draining  []*server               // removed, until their last session ends
+	waiters   []*waiter               // callers waiting under MaxSessions, oldest first
 
 	done chan struct{}  // closed by Close
 	wg   sync.WaitGroup // the resolver, the checkers and pools being closed
@@ -89,10 +90,9 @@ func New(cfg Config) (*Set, error) {
 		set.Close()
 		return nil, err
 	}
-	if s.ResolveEvery > 0 && set.hasNames() {
-		set.wg.Add(1)
-		go set.resolveLoop()
-	}
+	set.mu.Lock()
+	set.startResolverLocked()
+	set.mu.Unlock()
 	return set, nil
 }
 
@@ -119,15 +119,11 @@ func (set *Set) Update(ctx context.Context, servers []Server, policy Policy) err
 	if set.closed {
 		return ErrClosed
 	}
-	hadNames := set.hasNamesLocked()
 	set.specs = slices.Clone(servers)
 	if err := set.applyLocked(members, policy); err != nil {
 		return err
 	}
-	if !hadNames && set.hasNamesLocked() && set.s.ResolveEvery > 0 {
-		set.wg.Add(1)
-		go set.resolveLoop()
-	}
+	set.startResolverLocked()
 	return nil
 }
 
@@ -357,6 +353,14 @@ func (set *Set) get(ctx context.Context, ip netip.Addr) (pool.Lease, error) {
 			}
 			turn = true
 			continue
+		}
+		if sv.removed.Load() { // drained since the view was taken
+			sv.unreserve()
+			tried = append(tried, sv)
+			continue
+		}
+		if turn && set.nwait.Load() > 0 {
+			set.wake() // room may be left for the next in line
 		}
 		lease, err := sv.pool.Get(ctx)
 		if err == nil {
