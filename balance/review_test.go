@@ -140,3 +140,28 @@ func TestCheckPassKeepsEjection(t *testing.T) {
 		t.Errorf("after passing checks: %v; want still ejected", s)
 	}
 }
+
+// TestStatsNeverGoBack: a server removed by Update keeps its pool's
+// counters in the set's Stats, so that a Prometheus counter built on them
+// never goes back.
+func TestStatsNeverGoBack(t *testing.T) {
+	ups := startEchos(t, 2)
+	set := newSet(t, Config{Servers: listOf(ups)})
+	for range 6 {
+		get(t, set).Release(pool.Verdict{})
+	}
+	before := set.Stats()
+	if err := set.Update(context.Background(), listOf(ups[1:]), RoundRobin); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the removed server's pool closed", func() bool {
+		set.mu.Lock()
+		defer set.mu.Unlock()
+		return len(set.closing) == 0 && len(set.draining) == 0
+	})
+	after := set.Stats()
+	if after.Dials < before.Dials || after.GetSpare+after.GetDial < before.GetSpare+before.GetDial {
+		t.Errorf("after removing a server: %d dials, %d hand-outs; before: %d and %d; counters went back",
+			after.Dials, after.GetSpare+after.GetDial, before.Dials, before.GetSpare+before.GetDial)
+	}
+}

@@ -44,6 +44,8 @@ type Set struct {
 	resolved  map[string][]netip.Addr // by host name: the last good lookup
 	servers   map[string]*server      // by memberKey, live ones only
 	draining  []*server               // removed, until their last session ends
+	closing   []*server               // removed, their pools closing
+	retired   pool.Stats              // the counters of removed servers' closed pools
 	waiters   []*waiter               // callers waiting under MaxSessions, oldest first
 
 	done chan struct{}  // closed by Close
@@ -223,16 +225,38 @@ func (set *Set) drainLocked(sv *server) {
 
 // closePool closes sv's pool on a goroutine of its own (Close waits for
 // dials in flight), tracked by set.wg.
+//
+// A removed server's pool counters live on in Stats: summed from the
+// pool while it closes, then kept in set.retired, so that the set's
+// counters never go back.
 func (set *Set) closePool(sv *server) {
 	if sv.poolClosed {
 		return
 	}
 	sv.poolClosed = true
+	removed := sv.removed.Load()
+	if removed {
+		set.closing = append(set.closing, sv)
+	}
 	set.wg.Add(1)
 	go func() {
 		defer set.wg.Done()
 		sv.pool.Close()
+		if !removed {
+			return
+		}
+		st := sv.pool.Stats()
+		set.mu.Lock()
+		set.retired.Add(counters(st))
+		set.closing = slices.DeleteFunc(set.closing, func(c *server) bool { return c == sv })
+		set.mu.Unlock()
 	}()
+}
+
+// counters is st without its gauges: what a closed pool leaves behind.
+func counters(st pool.Stats) pool.Stats {
+	st.Open, st.IdleFresh, st.IdleUsed, st.InUse, st.Waiting, st.Dialing = 0, 0, 0, 0, 0, 0
+	return st
 }
 
 // reapLocked closes the pools of draining servers whose last session
@@ -486,7 +510,7 @@ func (set *Set) Close() error {
 			set.closePool(sv)
 		}
 		for _, sv := range set.draining {
-			set.closePool(sv)
+			set.closePool(sv) // summed from set.closing from now on
 		}
 		set.draining = nil
 		set.waiters = nil

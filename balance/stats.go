@@ -107,10 +107,19 @@ func (set *Set) Servers() []ServerStats {
 
 // Stats returns the servers' pools' figures summed (for
 // listener.Stats.Pool).
+// Its counters never go back: a server removed by Update or resolution
+// keeps adding what its pool counted.
 func (set *Set) Stats() pool.Stats {
 	var s pool.Stats
 	for _, sv := range set.Servers() {
 		s.Add(sv.Pool)
+	}
+	set.mu.Lock()
+	closing := slices.Clone(set.closing)
+	s.Add(set.retired)
+	set.mu.Unlock()
+	for _, sv := range closing {
+		s.Add(sv.pool.Stats())
 	}
 	return s
 }
