@@ -21,7 +21,9 @@ type Access struct {
 
 // Permits reports whether a client at ip may connect: not denied, and
 // allowed when Allow is set. A client without an IP address (the zero
-// Addr: a unix socket) is refused when Allow is set, else let in.
+// Addr: a unix socket) is refused when Allow is set, else let in. An
+// IPv4 client is compared in its IPv4 form, so write IPv4 prefixes as
+// such: an IPv4-mapped IPv6 prefix (::ffff:10.0.0.0/104) matches no one.
 func (a *Access) Permits(ip netip.Addr) bool {
 	ip = ip.Unmap()
 	if !ip.IsValid() {

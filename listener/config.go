@@ -83,7 +83,10 @@ type Config struct {
 	// peeked (until a whole ClientHello or PeekTimeout) before an upstream
 	// is taken, so a protocol whose server speaks first waits PeekTimeout
 	// before it reaches the default Upstream. A session whose bytes were
-	// peeked is never reused: its upstream is closed after it.
+	// peeked is never reused: its upstream is closed after it. Routes are
+	// for a listener that does not terminate TLS: behind a TLS listener
+	// the peek would read the decrypted stream, and every client would go
+	// to the default.
 	Routes []Route
 	// PeekTimeout bounds the peek at a client's ClientHello with Routes.
 	// A client that sent nothing by then goes to the default Upstream; one
@@ -97,6 +100,9 @@ type Config struct {
 	Access Access
 	// MaxSessionsPerIP caps the live sessions of one client address; a
 	// client past it is closed at once (RefusedPerIP). Zero means no cap.
+	// A session counts from when it passed Prepare and the TLS handshake
+	// (the address is known only then), so clients still in those are
+	// bounded by HandshakeTimeout and MaxSessions instead.
 	MaxSessionsPerIP int
 
 	// SendProxy writes a PROXY protocol header (v1 or v2) to each upstream
@@ -223,6 +229,8 @@ func (e *HandshakeError) Unwrap() error { return e.Err }
 // part of one and stalled past PeekTimeout, it sent more than fits, or
 // its connection failed.
 type PeekError struct {
+	// Err is the cause: a read error, os.ErrDeadlineExceeded after
+	// PeekTimeout, a ClientHello past the size limit, or ErrClosed.
 	Err error
 }
 

@@ -90,13 +90,19 @@ func New(ln net.Listener, p Upstream, cfg Config) (*ProxyListener, error) {
 		sessions: make(map[*session]struct{}),
 		linger:   LingerTimeout,
 	}
-	targets := map[Upstream]*target{}
+	// One target per distinct Upstream, found by ==, not by a map key: an
+	// Upstream of a type that cannot be hashed must not panic.
+	var targets []*target
 	targetOf := func(up Upstream) (*target, error) {
-		if t := targets[up]; t != nil {
-			return t, nil
+		for _, t := range targets {
+			if t.up == up {
+				return t, nil
+			}
 		}
 		t, err := newTarget(up, &cfg)
-		targets[up] = t
+		if err == nil {
+			targets = append(targets, t)
+		}
 		return t, err
 	}
 	var err error

@@ -177,7 +177,8 @@ func (l *ProxyListener) acquire(s *session) bool {
 	if l.cfg.SendProxy != ProxyNone || (peeked != nil && len(*peeked) > 0) {
 		s.owned = true
 		if err := l.prime(s, lease.Conn(), peeked); err != nil {
-			lease.Release(pool.Verdict{Used: true, UpstreamFailed: true})
+			// A write cut by Close says nothing about the server.
+			lease.Release(pool.Verdict{Used: true, UpstreamFailed: l.hardCtx.Err() == nil})
 			l.stats.upstreamFailures.Add(1)
 			l.endFailed(s, &UpstreamError{Err: err})
 			return false

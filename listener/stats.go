@@ -17,8 +17,8 @@ type Stats struct {
 
 	// AcceptErrors counts temporary accept errors that Serve retried.
 	AcceptErrors uint64
-	// HandshakeFailures counts TLS clients closed because their handshake
-	// failed or timed out.
+	// HandshakeFailures counts clients closed because their TLS handshake
+	// or Config.Prepare (a PROXY header, say) failed or timed out.
 	HandshakeFailures uint64
 	// UpstreamFailures counts clients closed because no upstream could be had.
 	UpstreamFailures uint64
