@@ -141,7 +141,7 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 		"default with -protocol redis: PING\\r\\n, memcached: mn\\r\\n; else none: the dial alone is the check)")
 	flags.Var(&bytesValue{b: &cfg.healthExpect}, "health-expect", "`bytes` the reply to -health-send must start with (same escapes; "+
 		"default with -protocol redis: +PONG\\r\\n, memcached: MN\\r\\n)")
-	flags.Var(durationValue{d: &cfg.resolveEvery}, "resolve-every", "resolve -upstream host names again every `d`: a server whose address left drains, "+
+	flags.Var(durationValue{d: &cfg.resolveEvery}, "resolve-every", "resolve -upstream and -route host names again every `d`: a server whose address left drains, "+
 		"a new address joins (0: only at start and on reload)")
 	flags.Var(policyValue{&cfg.reuse}, "reuse", "reuse `policy` for used upstream conns: never, clean or verified (see Reuse below)")
 	flags.Var(protocolValue{&cfg.protocol}, "protocol", "what the upstream speaks: none, redis or memcached. redis or memcached selects -reuse verified "+
@@ -447,8 +447,9 @@ Several upstreams:
   fails or times out (-dial-timeout, per try) is retried on another server
   within -get-timeout, so one server down costs a client nothing while
   another is up. Five failures in a row (failed dials, sessions the server
-  ended before its first byte) eject a server for 10s, doubling while it
-  keeps failing; -health-every adds active checks. A host name is every
+  reset before its first byte, failed checks) eject a server for 10s,
+  doubling while it keeps failing, though never the last healthy one;
+  -health-every adds active checks. A host name is every
   address it resolves to, resolved again every -resolve-every.
 
 Front door:

@@ -135,7 +135,7 @@ func newServerCollector(sets []namedSet) *serverCollector {
 		weight:    d("server_weight", "The server's weight."),
 		active:    d("server_active", "Sessions in flight on the server."),
 		sessions:  d("server_sessions_total", "Sessions handed a connection to the server."),
-		failures:  d("server_failures_total", "Failures counted against the server, by kind: dial (spares' too), session (ended by the server before its first byte), check (active checks).", "kind"),
+		failures:  d("server_failures_total", "Failures counted against the server, by kind: dial (spares' too), session (reset by the server before its first byte), check (active checks).", "kind"),
 		ejections: d("server_ejections_total", "Times passive detection ejected the server."),
 		downs:     d("server_downs_total", "Times active checks marked the server down."),
 		handouts:  d("server_handouts_total", "Connections to the server handed out, by source.", "source"),

@@ -139,12 +139,19 @@ func (r *reloader) reload(ctx context.Context) {
 
 	for i, ns := range r.sets {
 		sv := servers
+		same := upstreamValue == r.running.values["upstream"]
 		if ns.name != defaultRoute {
-			for _, rt := range routes {
+			for j, rt := range routes {
 				if rt.key() == ns.name {
 					sv = rt.servers
+					same = formatServers(rt.servers) == formatServers(r.running.routes[j].servers)
 				}
 			}
+		}
+		if same && next.balance == r.running.balance {
+			// Nothing to apply: a name lookup that fails now must not
+			// refuse a reload that changed something else.
+			continue
 		}
 		if err := ns.set.Update(ctx, sv, next.balance); err != nil {
 			if i == 0 {

@@ -77,7 +77,7 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, opts 
 	var set *balance.Set
 	if len(servers) > 0 {
 		if set, err = balance.New(cfg.balanceConfig(servers, log)); err != nil {
-			return &usageError{err} // the set names the bad field
+			return &usageError{fmt.Errorf("-upstream: %w", err)}
 		}
 		sets = append(sets, namedSet{name: defaultRoute, set: set})
 	}
