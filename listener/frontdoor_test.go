@@ -491,6 +491,10 @@ func TestProxyHeaderForms(t *testing.T) {
 	if got := appendProxyHeader(nil, ProxyV2, c6, p6); len(got) != 16+36 || got[13] != 0x21 {
 		t.Errorf("v2 IPv6: got % x", got)
 	}
+	zoned := &net.TCPAddr{IP: net.ParseIP("fe80::1"), Port: 4000, Zone: "lo"}
+	if got, want := string(appendProxyHeader(nil, ProxyV1, zoned, p6)), "PROXY TCP6 fe80::1 ::1 4000 80\r\n"; got != want {
+		t.Errorf("v1 with a zone: got %q; want %q", got, want)
+	}
 	mapped := &net.TCPAddr{IP: net.ParseIP("::ffff:10.0.0.1"), Port: 1}
 	if got := string(appendProxyHeader(nil, ProxyV1, mapped, &net.TCPAddr{IP: net.IPv4(10, 0, 0, 2), Port: 2})); got != "PROXY TCP4 10.0.0.1 10.0.0.2 1 2\r\n" {
 		t.Errorf("v1 IPv4-mapped: got %q", got)

@@ -96,5 +96,6 @@ func addrPort(a net.Addr) netip.AddrPort {
 			return netip.AddrPort{}
 		}
 	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	// A zone (fe80::1%eth0) has no place in a PROXY header.
+	return netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port())
 }
