@@ -42,7 +42,7 @@ type Set struct {
 	resolving bool                    // the resolver loop runs
 	specs     []Server                // as configured (Update replaces them)
 	resolved  map[string][]netip.Addr // by host name: the last good lookup
-	servers   map[string]*server      // by memberKey, live ones only
+	servers   map[string]*server      // by member.key, live ones only
 	draining  []*server               // removed, until their last session ends
 	closing   []*server               // removed, their pools closing
 	retired   pool.Stats              // the counters of removed servers' closed pools
@@ -86,15 +86,14 @@ func New(cfg Config) (*Set, error) {
 	}
 	set.mu.Lock()
 	set.specs = slices.Clone(cfg.Servers)
-	err = set.applyLocked(members, cfg.Policy)
+	if err = set.applyLocked(members, cfg.Policy); err == nil {
+		set.startResolverLocked()
+	}
 	set.mu.Unlock()
 	if err != nil {
 		set.Close()
 		return nil, err
 	}
-	set.mu.Lock()
-	set.startResolverLocked()
-	set.mu.Unlock()
 	return set, nil
 }
 
@@ -281,12 +280,7 @@ func (set *Set) publishLocked(policy Policy) {
 			v.up = append(v.up, sv)
 		}
 	}
-	slices.SortFunc(v.up, func(a, b *server) int {
-		if c := compareAddr(a.addr, b.addr); c != 0 {
-			return c
-		}
-		return strings.Compare(a.name, b.name)
-	})
+	slices.SortFunc(v.up, byAddr)
 	sum := 0
 	for _, sv := range v.up {
 		v.w = append(v.w, sv.weight)
@@ -538,6 +532,14 @@ func clientIP(a net.Addr) netip.Addr {
 		return netip.Addr{}
 	}
 	return ap.Addr().Unmap()
+}
+
+// byAddr orders servers by address, then by the entry they came from.
+func byAddr(a, b *server) int {
+	if c := compareAddr(a.addr, b.addr); c != 0 {
+		return c
+	}
+	return strings.Compare(a.name, b.name)
 }
 
 // compareAddr orders "ip:port" strings by address, then port.

@@ -2,7 +2,6 @@ package balance
 
 import (
 	"slices"
-	"strings"
 
 	"github.com/relaykit/relay/pool"
 )
@@ -70,12 +69,7 @@ func (set *Set) Servers() []ServerStats {
 	for _, sv := range set.servers {
 		live = append(live, sv)
 	}
-	slices.SortFunc(live, func(a, b *server) int {
-		if c := compareAddr(a.addr, b.addr); c != 0 {
-			return c
-		}
-		return strings.Compare(a.name, b.name)
-	})
+	slices.SortFunc(live, byAddr)
 	all := append(live, set.draining...)
 	out := make([]ServerStats, len(all))
 	for i, sv := range all {
