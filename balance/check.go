@@ -10,10 +10,11 @@ import (
 	"time"
 )
 
-// checkLoop runs sv's active checks every Check.Every until stop is
-// closed or the set closes. The first check comes after a random part of
-// the interval, so that servers are not all checked at once.
-func (sv *server) checkLoop(stop chan struct{}) {
+// checkLoop runs sv's active checks every Check.Every until ctx ends
+// (stopLocked: the server drains, or the set closes). The first check
+// comes after a random part of the interval, so that servers are not all
+// checked at once.
+func (sv *server) checkLoop(ctx context.Context) {
 	set := sv.set
 	defer set.wg.Done()
 	every := set.s.Check.Every
@@ -23,12 +24,10 @@ func (sv *server) checkLoop(stop chan struct{}) {
 	for {
 		select {
 		case <-t.C:
-		case <-stop:
-			return
-		case <-set.done:
+		case <-ctx.Done():
 			return
 		}
-		err := sv.check(stop)
+		err := sv.check(ctx)
 		if errors.Is(err, errStopped) {
 			return
 		}
@@ -58,23 +57,15 @@ func (sv *server) checkLoop(stop chan struct{}) {
 
 var errStopped = errors.New("check stopped")
 
-// check runs one active check under Check.Timeout: a dial, then Send and
-// Expect when set.
-func (sv *server) check(stop chan struct{}) error {
+// check runs one active check under Check.Timeout (and stop, the
+// checker's ctx): a dial, then Send and Expect when set.
+func (sv *server) check(stop context.Context) error {
 	set := sv.set
-	ctx, cancel := context.WithTimeout(context.Background(), set.s.checkTimeout)
+	ctx, cancel := context.WithTimeout(stop, set.s.checkTimeout)
 	defer cancel()
-	go func() {
-		select {
-		case <-stop:
-		case <-set.done:
-		case <-ctx.Done():
-		}
-		cancel()
-	}()
 	c, err := sv.dial(ctx)
 	if err != nil {
-		if ctx.Err() == context.Canceled {
+		if stop.Err() != nil {
 			return errStopped
 		}
 		return fmt.Errorf("dial: %w", err)

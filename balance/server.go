@@ -25,8 +25,8 @@ type server struct {
 	ejectTimer *time.Timer // ends the ejection
 	poolClosed bool
 
-	removed atomic.Bool   // no longer configured: draining or gone; set under set.mu
-	stop    chan struct{} // closed to stop the checker; nil when none
+	removed   atomic.Bool        // no longer configured: draining or gone; set under set.mu
+	stopCheck context.CancelFunc // ends the checker; nil when none
 
 	active  atomic.Int64 // sessions in flight, and reservations
 	streak  atomic.Int32 // failures in a row
@@ -74,16 +74,17 @@ func (sv *server) startLocked() {
 	if sv.set.s.Check.Every <= 0 {
 		return
 	}
-	sv.stop = make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	sv.stopCheck = cancel
 	sv.set.wg.Add(1)
-	go sv.checkLoop(sv.stop)
+	go sv.checkLoop(ctx)
 }
 
 // stopLocked stops sv's checker and its ejection timer.
 func (sv *server) stopLocked() {
-	if sv.stop != nil {
-		close(sv.stop)
-		sv.stop = nil
+	if sv.stopCheck != nil {
+		sv.stopCheck()
+		sv.stopCheck = nil
 	}
 	if sv.ejectTimer != nil {
 		sv.ejectTimer.Stop()
@@ -103,7 +104,7 @@ func (sv *server) reserve() bool {
 	}
 	for {
 		n := sv.active.Load()
-		if limit > 0 && n >= limit {
+		if n >= limit {
 			return false
 		}
 		if sv.active.CompareAndSwap(n, n+1) {
@@ -199,17 +200,11 @@ func (sv *server) fail(why string) {
 		"failures", n, "last", why, "for", d)
 }
 
-// endEjection puts an ejected server back, on probation.
+// endEjection ends sv's ejection when its time is up, on probation: its
+// next failure ejects it again, for twice as long.
 func (sv *server) endEjection() {
-	set := sv.set
-	set.mu.Lock()
-	defer set.mu.Unlock()
-	sv.unejectLocked("ejection over")
-}
-
-// unejectLocked ends sv's ejection, on probation: its next failure
-// ejects it again, for twice as long.
-func (sv *server) unejectLocked(why string) {
+	sv.set.mu.Lock()
+	defer sv.set.mu.Unlock()
 	if !sv.ejected || sv.removed.Load() || sv.set.closed {
 		return
 	}
@@ -224,7 +219,7 @@ func (sv *server) unejectLocked(why string) {
 		sv.pool.SetStandby(false)
 	}
 	sv.set.republishLocked()
-	sv.set.s.log.Info("balance: server back", "addr", sv.addr, "name", sv.name, "why", why)
+	sv.set.s.log.Info("balance: server back from ejection", "addr", sv.addr, "name", sv.name)
 }
 
 // markLocked applies an active check's verdict: down after Fall
