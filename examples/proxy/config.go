@@ -163,7 +163,7 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 		"before it is kept (escapes \\r \\n \\t \\\\ \\xNN). They must also reset the protocol's session state: a fence that only "+
 		"answers (Redis PING) lets the next client inherit the last one's login, database or subscriptions")
 	flags.Var(&bytesValue{b: &cfg.fenceExpect}, "fence-expect", "verified reuse: `bytes` the reply to -fence-send must end with (same escapes)")
-	upTLS := flags.Bool("upstream-tls", false, "dial the upstream with TLS (handshake done before a conn is pooled)")
+	upTLS := flags.Bool("upstream-tls", false, "dial the -upstream servers with TLS (handshake done before a conn is pooled); -route servers get the client's own TLS, passed through")
 	upCA := flags.String("upstream-tls-ca", "", "PEM `file` of CAs to verify the upstream with (default: system roots)")
 	upName := flags.String("upstream-tls-server-name", "", "`name` to verify the upstreams' certificates for (default: each server's host, as -upstream names it)")
 	upInsecure := flags.Bool("upstream-tls-insecure", false, "do not verify the upstream's certificate (testing only)")
@@ -213,7 +213,9 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	}
 
 	if *upTLS {
-		c, err := upstreamTLSConfig(len(cfg.upstreams) > 0 || len(cfg.routes) > 0, *upCA, *upName, *upInsecure, upCurves)
+		// Only -upstream's servers: a routed client's own TLS passes
+		// through to its route's servers (see routeBalanceConfig).
+		c, err := upstreamTLSConfig(len(cfg.upstreams) > 0, *upCA, *upName, *upInsecure, upCurves)
 		if err != nil {
 			return nil, err
 		}
@@ -382,6 +384,16 @@ func (c *config) balanceConfig(servers []balance.Server, log *slog.Logger) balan
 	if c.upstreamTLS != nil {
 		bc.Dial = tlsDialer(c.upstreamTLS)
 	}
+	return bc
+}
+
+// routeBalanceConfig is balanceConfig for a -route's servers. They are
+// dialed in plain TCP whatever -upstream-tls says: the routed client's
+// own TLS passes through to them, and the proxy's TLS around it would
+// hand them a ClientHello inside a TLS stream.
+func (c *config) routeBalanceConfig(servers []balance.Server, log *slog.Logger) balance.Config {
+	bc := c.balanceConfig(servers, log)
+	bc.Dial = nil
 	return bc
 }
 

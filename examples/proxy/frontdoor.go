@@ -31,7 +31,8 @@ func (r route) key() string { return strings.Join(r.names, ",") }
 // "NAME[,NAME...]=UPSTREAMS", or several separated by ';' (which is how
 // RELAY_ROUTE, one variable, carries more than one). A NAME is a host
 // name or a one-label wildcard "*.suffix"; UPSTREAMS has -upstream's
-// syntax. A name routed twice is an error.
+// syntax. A name routed twice is an error, and so is a route named
+// "default" alone (defaultRoute, -upstream's).
 type routesValue struct{ r *[]route }
 
 func (v routesValue) String() string {
@@ -69,6 +70,12 @@ func (v routesValue) Set(s string) error {
 			}
 			seen[n] = true
 			r.names = append(r.names, n)
+		}
+		if r.key() == defaultRoute {
+			// The -upstream set goes by that name in metrics, on the
+			// status page and in reloads; a route by it would be taken
+			// for it.
+			return fmt.Errorf("%q: the route name %q is -upstream's", part, defaultRoute)
 		}
 		if strings.TrimSpace(ups) == "" {
 			return fmt.Errorf("%q: no upstream", part)

@@ -94,6 +94,8 @@ func TestParseFrontDoorFlags(t *testing.T) {
 		{[]string{"-route", "a.test=h"}, []string{"-route", "host:port"}},
 		{[]string{"-route", "a.test=h:1;"}, []string{"-route", "empty route"}},
 		{[]string{"-route", "a.test=h:1", "-route", "A.test=h:2"}, []string{"-route", "routed twice"}},
+		{[]string{"-route", "default=h:1"}, []string{"-route", "-upstream's"}},
+		{[]string{"-route", "a.test=h:1", "-upstream-tls"}, []string{"-upstream-tls", "needs -upstream"}},
 		{[]string{"-route", "a.test=h:1", "-tls-cert", cert.certFile, "-tls-key", cert.keyFile}, []string{"-route", "-tls-cert"}},
 		{[]string{"-peek-timeout", "1s"}, []string{"-peek-timeout", "-route"}},
 		{[]string{"-route", "a.test=h:1", "-peek-timeout", "-1s"}, []string{"-peek-timeout"}},
@@ -456,4 +458,20 @@ func TestReloadRoutes(t *testing.T) {
 		t.Fatalf("other.test with no default route: got %q; want closed", got)
 	}
 	r.mustStop()
+}
+
+// TestRouteServersDialPlain: with -upstream-tls, -upstream's servers are
+// dialed with TLS and a route's are not: the routed client's own TLS
+// passes through to them.
+func TestRouteServersDialPlain(t *testing.T) {
+	cfg, err := parseConfig([]string{"-upstream", "127.0.0.1:1", "-upstream-tls", "-route", "a.test=127.0.0.1:2"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.balanceConfig(cfg.upstreams, nil).Dial == nil {
+		t.Error("-upstream's servers: no TLS dialer")
+	}
+	if cfg.routeBalanceConfig(cfg.routes[0].servers, nil).Dial != nil {
+		t.Error("a route's servers: a TLS dialer; want plain TCP")
+	}
 }

@@ -83,7 +83,7 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, opts 
 	}
 	lcfg := cfg.listenerConfig(log)
 	for _, r := range cfg.routes {
-		rs, err := balance.New(cfg.balanceConfig(r.servers, log))
+		rs, err := balance.New(cfg.routeBalanceConfig(r.servers, log))
 		if err != nil {
 			return &usageError{fmt.Errorf("-route %s: %w", r.key(), err)}
 		}
