@@ -142,7 +142,7 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	flags.Var(&bytesValue{b: &cfg.healthExpect}, "health-expect", "`bytes` the reply to -health-send must start with (same escapes; "+
 		"default with -protocol redis: +PONG\\r\\n, memcached: MN\\r\\n)")
 	flags.Var(durationValue{d: &cfg.resolveEvery}, "resolve-every", "resolve -upstream and -route host names again every `d`: a server whose address left drains, "+
-		"a new address joins (0: only at start and on reload)")
+		"a new address joins (0: only at start, and on a reload that changes a set's servers or -balance)")
 	flags.Var(policyValue{&cfg.reuse}, "reuse", "reuse `policy` for used upstream conns: never, clean or verified (see Reuse below)")
 	flags.Var(protocolValue{&cfg.protocol}, "protocol", "what the upstream speaks: none, redis or memcached. redis or memcached selects -reuse verified "+
 		"with that protocol's reset, which drains owed replies and clears session state (see Reuse below)")

@@ -275,6 +275,11 @@ func TestSNIRoutingNoDefault(t *testing.T) {
 	if !strings.Contains(page, "<h2>Route api.test</h2>") || !strings.Contains(page, a) || !strings.Contains(page, "no route <b>1</b>") {
 		t.Errorf("status page lacks the route's servers or the refusal:\n%s", page)
 	}
+	// The summary counts the route's server; with no default there is no
+	// empty default table.
+	if !strings.Contains(page, "servers up <b>1</b> of 1") || strings.Contains(page, "<h2>Servers</h2>") {
+		t.Errorf("status page summary or tables wrong with routes only:\n%s", page)
+	}
 	r.mustStop()
 }
 
@@ -431,7 +436,7 @@ func TestReloadRoutes(t *testing.T) {
 	if err := os.WriteFile(conf, []byte("route api.test="+c+"\nroute other.test="+a+"\nupstream "+c+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	trigger <- nil
+	r.reloadNow(trigger)
 	m := r.waitLog(regexp.MustCompile(`msg="relay reloaded" upstream=(\S+) balance=\S+ changed=(\S+) routes=(\S+)`))
 	if m[1] != c || m[2] != "-upstream,-route" || m[3] != `"api.test=`+c+`"` {
 		t.Errorf("reloaded line %q", m[0])
@@ -449,7 +454,7 @@ func TestReloadRoutes(t *testing.T) {
 	if err := os.WriteFile(conf2, []byte("route api.test="+b+"\nupstream "+c+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	trigger <- nil
+	r.reloadNow(trigger)
 	if m := r.waitLog(restartRE); m[1] != "-upstream" {
 		t.Errorf("restart warning names %q; want -upstream", m[1])
 	}

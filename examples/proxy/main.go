@@ -83,7 +83,8 @@
 //	level=INFO msg="relay listening" addr=127.0.0.1:40123 upstream=10.0.0.5:6379,10.0.0.6:6379@2 balance=round-robin ... reload=SIGHUP routes=""
 //	level=INFO msg="relay reloaded" upstream=10.0.0.6:6379 balance=least-conn changed=-upstream,-balance routes=""
 //
-// A reload whose -upstream or -route names do not resolve is refused;
+// A reload looks names up only for the sets whose servers or policy it
+// changes; one whose names do not resolve is refused;
 // with several routes, one that fails after others took their servers is
 // logged as "failed part-way", and the next reload applies them all.
 package main

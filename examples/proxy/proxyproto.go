@@ -129,16 +129,14 @@ func findProxyConn(c net.Conn) *proxyConn {
 // takes its addresses. A header that is not one, or a LOCAL command (a
 // load balancer's own health check), or one for an address family other
 // than TCP over IPv4 or IPv6 leaves the conn's own addresses.
-func (c *proxyConn) readHeader(ctx context.Context) error {
-	if d, ok := ctx.Deadline(); ok {
-		if err := c.TCPConn.SetReadDeadline(d); err != nil {
-			return err
-		}
-	}
+func (c *proxyConn) readHeader(ctx context.Context) (err error) {
+	// ctx's end (its deadline, or Close) cuts the reads with a deadline
+	// in the past; a cut that came after the header was read still
+	// leaves that deadline, so it fails the call, which closes the conn.
 	stop := context.AfterFunc(ctx, func() { c.TCPConn.SetReadDeadline(time.Unix(1, 0)) })
 	defer func() {
-		if stop() {
-			c.TCPConn.SetReadDeadline(time.Time{})
+		if !stop() && err == nil {
+			err = fmt.Errorf("PROXY header: %w", ctx.Err())
 		}
 	}()
 	n, h, err := peekHeader(c.TCPConn)

@@ -48,7 +48,9 @@ type statusPage struct {
 	Active                         int64
 	NoServer, UpstreamFailures     uint64
 	BytesToUpstream, BytesToClient uint64
-	ServersUp                      int
+	// ServersUp and ServersTotal count every set's servers: -upstream's
+	// and the routes'.
+	ServersUp, ServersTotal int
 
 	// Servers as Set.Servers lists them: live ones by address, then
 	// those draining.
@@ -63,6 +65,16 @@ type statusPage struct {
 	// counts the newer ones left out.
 	Live []liveSession
 	More int
+}
+
+// countServers adds servers to the summary's counts.
+func (p *statusPage) countServers(servers []balance.ServerStats) {
+	p.ServersTotal += len(servers)
+	for _, s := range servers {
+		if s.State == balance.StateUp {
+			p.ServersUp++
+		}
+	}
 }
 
 // routeServers is one route's servers.
@@ -102,11 +114,7 @@ func newStatusPage(pl *listener.ProxyListener, set *balance.Set, started, now ti
 		p.Policy = set.Balance().String()
 		p.NoServer = set.NoServer()
 		p.Servers = set.Servers()
-		for _, s := range p.Servers {
-			if s.State == balance.StateUp {
-				p.ServersUp++
-			}
-		}
+		p.countServers(p.Servers)
 	}
 	p.setLive(pl.Sessions(), now)
 	return p
@@ -190,6 +198,7 @@ func newStatusHandler(pl *listener.ProxyListener, sets []namedSet, started time.
 		for _, ns := range routes {
 			rs := routeServers{Name: ns.name, Servers: ns.set.Servers()}
 			p.Routes = append(p.Routes, rs)
+			p.countServers(rs.Servers)
 			p.NoServer += ns.set.NoServer()
 			if p.Policy == "" {
 				p.Policy = ns.set.Balance().String()
