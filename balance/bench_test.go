@@ -7,6 +7,7 @@ import (
 	"net"
 	"testing"
 
+	"github.com/relaykit/relay/internal/loopback"
 	"github.com/relaykit/relay/pool"
 )
 
@@ -68,21 +69,5 @@ func BenchmarkGet(b *testing.B) {
 // startSink starts a loopback server that reads and discards, and
 // returns its address.
 func startSink(b *testing.B) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
-	b.Cleanup(func() { ln.Close(); <-done })
-	return ln.Addr().String()
+	return loopback.Start(b, func(c net.Conn) { io.Copy(io.Discard, c) }).Addr()
 }

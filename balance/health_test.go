@@ -99,9 +99,6 @@ func TestDialsNeverCompleteFailOver(t *testing.T) {
 	}
 }
 
-// TestPassiveEjectionAndProbation: sessions the server ended before its
-// first byte eject it after Failures in a row; a good session in between
-// starts the count again; after the ejection the server is back on
 // TestPassiveEjectionAndProbation: failures in a row eject a server, a
 // good session starts the count again, an ejected server gets no session,
 // and once back it is on probation: one failure ejects it again, until a
@@ -112,8 +109,25 @@ func TestPassiveEjectionAndProbation(t *testing.T) {
 	flaky, other := ups[0], ups[1]
 	set := newSet(t, Config{
 		Servers: listOf(ups),
-		Passive: Passive{Failures: 3, Ejection: 100 * time.Millisecond},
+		// Ejections end when the test says (endEjection), not by a timer
+		// that a slow machine could outrun.
+		Passive: Passive{Failures: 3, Ejection: time.Hour},
 	})
+	endEjection := func() {
+		t.Helper()
+		set.mu.Lock()
+		var sv *server
+		for _, s := range set.servers {
+			if s.addr == flaky.Addr() {
+				sv = s
+			}
+		}
+		set.mu.Unlock()
+		sv.endEjection()
+		if s := stateOf(t, set, flaky.Addr()); s != StateUp {
+			t.Fatalf("after the ejection's end: %v; want up", s)
+		}
+	}
 	failed := pool.Verdict{Used: true, UpstreamFailed: true}
 	// session ends one session on flaky with v; the leases that land on
 	// the other server go back untouched (no verdict on it).
@@ -148,13 +162,13 @@ func TestPassiveEjectionAndProbation(t *testing.T) {
 		}
 		l.Release(pool.Verdict{})
 	}
-	waitFor(t, "the ejection to end", func() bool { return stateOf(t, set, flaky.Addr()) == StateUp })
+	endEjection()
 	session(failed) // on probation: one failure is enough
 	st, _ := statsOf(set, flaky.Addr())
 	if st.State != StateEjected || st.Ejections != 2 || st.Failures != 6 {
 		t.Fatalf("one failure on probation: state %v, %d ejections, %d failures; want ejected, 2, 6", st.State, st.Ejections, st.Failures)
 	}
-	waitFor(t, "the second ejection to end", func() bool { return stateOf(t, set, flaky.Addr()) == StateUp })
+	endEjection()
 	session(clean) // off probation
 	session(failed)
 	if s := stateOf(t, set, flaky.Addr()); s != StateUp {
@@ -191,8 +205,10 @@ func TestActiveCheckDownAndBack(t *testing.T) {
 	flaky := ups[0]
 	set := newSet(t, Config{
 		Servers: listOf(ups),
-		Check:   Check{Every: 20 * time.Millisecond, Rise: 2, Fall: 2},
-		Pool:    keepUntouched,
+		// A long timeout: a check is failed by a stopped server, not by a
+		// slow machine.
+		Check: Check{Every: 20 * time.Millisecond, Timeout: 5 * time.Second, Rise: 2, Fall: 2},
+		Pool:  keepUntouched,
 	})
 	flaky.Stop()
 	waitFor(t, "the stopped server to be down", func() bool { return stateOf(t, set, flaky.Addr()) == StateDown })
@@ -233,7 +249,8 @@ func TestActiveCheckSendExpect(t *testing.T) {
 	bad := startServer(t, reply("-LOADING\r\n"))
 	set := newSet(t, Config{
 		Servers: listOf([]*testServer{good, bad}),
-		Check:   Check{Every: 20 * time.Millisecond, Rise: 1, Fall: 2, Send: []byte("PING\r\n"), Expect: []byte("+PONG\r\n")},
+		Check: Check{Every: 20 * time.Millisecond, Timeout: 5 * time.Second, Rise: 1, Fall: 2,
+			Send: []byte("PING\r\n"), Expect: []byte("+PONG\r\n")},
 	})
 	waitFor(t, "the wrong answer to mark its server down", func() bool { return stateOf(t, set, bad.Addr()) == StateDown })
 	waitFor(t, "a few checks of the good server", func() bool { return good.Accepts() >= 3 })
