@@ -55,16 +55,7 @@ func BenchmarkSession(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				b.Cleanup(func() { set.Close() })
-				ln, err := net.Listen("tcp", "127.0.0.1:0")
-				if err != nil {
-					b.Fatal(err)
-				}
-				if l, err = New(ln, set, tc.cfg); err != nil {
-					b.Fatal(err)
-				}
-				go l.Serve()
-				b.Cleanup(func() { l.Close() })
+				l = startSetProxy(b, set, tc.cfg)
 			} else {
 				tc.pcfg.Addr = up.Addr()
 				l = startProxy(b, tc.pcfg, tc.cfg)

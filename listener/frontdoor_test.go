@@ -52,26 +52,27 @@ func newPool(t *testing.T, cfg pool.Config) *pool.Pool {
 }
 
 // serveListener runs l until the test ends.
-func serveListener(t *testing.T, l *ProxyListener) {
-	t.Helper()
+func serveListener(tb testing.TB, l *ProxyListener) {
+	tb.Helper()
 	done := make(chan struct{})
 	go func() { l.Serve(); close(done) }()
-	t.Cleanup(func() { l.Close(); <-done })
+	tb.Cleanup(func() { l.Close(); <-done })
 }
 
-// newProxy starts a ProxyListener on loopback with def as its default.
-func newProxy(t *testing.T, def Upstream, cfg Config) *ProxyListener {
-	t.Helper()
+// newProxy starts a ProxyListener on loopback with def as its default,
+// serving until the test ends.
+func newProxy(tb testing.TB, def Upstream, cfg Config) *ProxyListener {
+	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	l, err := New(ln, def, cfg)
 	if err != nil {
 		ln.Close()
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	serveListener(t, l)
+	serveListener(tb, l)
 	return l
 }
 
@@ -562,7 +563,7 @@ func TestPrepare(t *testing.T) {
 		t.Fatalf("got %q, %v; want hello", got, err)
 	}
 	c.Close()
-	if info := <-ended; info.Err != nil || (runtime.GOOS == "linux" && !info.Result.Up.Spliced) {
+	if info := waitEnded(t, ended); info.Err != nil || (runtime.GOOS == "linux" && !info.Result.Up.Spliced) {
 		t.Errorf("session: err %v, spliced %v; want no error, spliced on Linux", info.Err, info.Result.Up.Spliced)
 	}
 	c = dial(t, l.Addr().String())
@@ -570,7 +571,7 @@ func TestPrepare(t *testing.T) {
 		t.Errorf("bad tag: got %q; want the client closed", got)
 	}
 	var he *HandshakeError
-	if info := <-ended; !errors.As(info.Err, &he) {
+	if info := waitEnded(t, ended); !errors.As(info.Err, &he) {
 		t.Errorf("bad tag: err %v; want a *HandshakeError", info.Err)
 	}
 }
@@ -588,7 +589,7 @@ func TestPeekCutByClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go l.Serve()
+	serveListener(t, l) // closes l if the test fails before it does
 	c := dial(t, l.Addr().String())
 	waitFor(t, "the session to peek", func() bool {
 		s := l.Sessions()

@@ -49,6 +49,17 @@ func do(t *testing.T, c *realserver.Conn, args ...string) realserver.Reply {
 	return r
 }
 
+// clientID returns the conn's CLIENT ID, failing the test on any other
+// reply (an error's text must not pass for an ID that two conns share).
+func clientID(t *testing.T, c *realserver.Conn) string {
+	t.Helper()
+	r := do(t, c, "CLIENT", "ID")
+	if r.Type != ':' {
+		t.Fatalf("CLIENT ID: got %v; want an integer", r)
+	}
+	return r.Str
+}
+
 // want runs a command and returns an error unless its reply reads want.
 func want(c *realserver.Conn, want string, args ...string) error {
 	r, err := c.Do(redisOp, args...)
@@ -310,7 +321,7 @@ func runRedisStates(t *testing.T, srv *realserver.Server, reset pool.Reset) (lea
 			if err != nil {
 				t.Fatal(err)
 			}
-			id := do(t, first, "CLIENT", "ID").Str
+			id := clientID(t, first)
 			st.set(t, first, direct)
 			first.Close()
 			sessions++
@@ -319,7 +330,7 @@ func runRedisStates(t *testing.T, srv *realserver.Server, reset pool.Reset) (lea
 			if err != nil {
 				t.Fatal(err)
 			}
-			nextID := do(t, next, "CLIENT", "ID").Str
+			nextID := clientID(t, next)
 			if err := st.check(next, direct); err != nil && leaks[st.name] == nil {
 				leaks[st.name] = fmt.Errorf("round %d: %w", round, err)
 			}
@@ -391,8 +402,10 @@ func TestRedisResetAfterRequirePass(t *testing.T) {
 		if r := do(t, c, "GET", "k"); !strings.HasPrefix(r.Str, "NOAUTH") {
 			t.Errorf("GET before AUTH: got %v; want -NOAUTH (a login leaked)", r)
 		}
-		do(t, c, "AUTH", "s3cret")
-		ids = append(ids, do(t, c, "CLIENT", "ID").Str)
+		if r := do(t, c, "AUTH", "s3cret"); r.Type != '+' || r.Str != "OK" {
+			t.Fatalf("AUTH: got %v; want +OK", r)
+		}
+		ids = append(ids, clientID(t, c))
 		c.Close()
 		waitFor(t, "the session to end", func() bool { return l.Stats().Active == 0 })
 	}

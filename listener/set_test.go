@@ -2,7 +2,6 @@ package listener
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -96,27 +95,8 @@ func (g *graceful) serve() {
 // ends.
 func startSetProxy(tb testing.TB, set *balance.Set, cfg Config) *ProxyListener {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	l, err := New(ln, set, cfg)
-	if err != nil {
-		ln.Close()
-		tb.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- l.Serve() }()
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := l.Shutdown(ctx); err != nil {
-			tb.Errorf("Shutdown: %v", err)
-		}
-		<-served
-		set.Close()
-	})
-	return l
+	tb.Cleanup(func() { set.Close() }) // after the listener's own cleanup
+	return newProxy(tb, set, cfg)
 }
 
 // TestSetServerStoppedMidRun: clients send requests in a loop, each on a
