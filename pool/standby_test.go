@@ -144,7 +144,10 @@ func TestOnDial(t *testing.T) {
 	dead := startUpstream(t, echo)
 	addr := dead.Addr()
 	dead.Close()
+	p.Close() // no more dials of p's (Close waits for them) to race the reset
+	mu.Lock()
 	ok, failed, last = 0, 0, nil
+	mu.Unlock()
 	q := newPool(t, Config{Addr: addr, OnDial: onDial})
 	_, err := q.Get(context.Background())
 	if err == nil {
