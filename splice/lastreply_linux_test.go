@@ -76,6 +76,9 @@ func sizedPair(t *testing.T) (end, join *net.TCPConn) {
 		return serr
 	}}
 	c, err := d.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		ln.Close() // ends the Accept: nothing will dial in
+	}
 	a := <-accepted
 	if err != nil || a == nil {
 		if a != nil {
