@@ -97,7 +97,8 @@ const MaxWeight = 256
 // works, not that sessions do. The last healthy server is never ejected
 // (nginx's rule for a lone server): with every server failing, clients
 // keep trying it and fail as fast as its dials do, and it serves again
-// the moment it is back.
+// the moment it is back. Active checks, evidence of their own, can still
+// mark it down (Check).
 type Passive struct {
 	// Failures is how many failures in a row eject a server. Zero means
 	// DefaultFailures; negative turns ejection off.

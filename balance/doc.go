@@ -4,9 +4,10 @@
 // choices, or client IP by rendezvous hashing), with weights.
 //
 // A Set learns health two ways. Passively, from traffic: a failed dial
-// (a spare's too) or a session that the server reset before its first
-// byte counts against the server, and after Passive.Failures in a row it
-// is ejected for a cooling time that doubles while it keeps failing.
+// (a spare's too), a session that the server reset before its first
+// byte, or a failed active check counts against the server, and after
+// Passive.Failures in a row it is ejected for a cooling time that doubles
+// while it keeps failing (never the last healthy server).
 // Actively, when Check.Every is set: each server is dialed, and sent
 // Check.Send, on a timer; Fall failures mark it down, Rise successes up.
 // A server that is ejected or down gets no sessions, and its pool keeps

@@ -461,8 +461,9 @@ Several upstreams:
   another is up. Five failures in a row (failed dials, sessions the server
   reset before its first byte, failed checks) eject a server for 10s,
   doubling while it keeps failing, though never the last healthy one;
-  -health-every adds active checks. A host name is every
-  address it resolves to, resolved again every -resolve-every.
+  -health-every adds active checks, which can mark any server down, the
+  last one too. A host name is every address it resolves to, resolved
+  again every -resolve-every.
 
 Front door:
   -route api.example.com=10.0.0.5:443 -route '*.example.com=10.0.0.6:443'

@@ -74,7 +74,9 @@
 // the servers of each running -route (matched by its names) and
 // -balance at once, without dropping a session: a removed server
 // takes no new session and its live ones finish. Other flags need a
-// restart; a change to them is logged at WARN and ignored.
+// restart, and so do emptying a running -upstream and adding one where
+// -route ran without a default; such a change is logged at WARN and
+// ignored.
 //
 // The log (log/slog text, on stderr) reports the bound address, which
 // matters with -listen 127.0.0.1:0, and is written once SIGHUP is
