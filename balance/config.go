@@ -230,8 +230,8 @@ func (cfg *Config) validate() (settings, error) {
 		return s, fmt.Errorf("balance: Config.Check.Fall: %d is negative", cfg.Check.Fall)
 	case len(cfg.Check.Expect) > 0 && len(cfg.Check.Send) == 0:
 		return s, errors.New("balance: Config.Check.Expect: needs Check.Send")
-	case len(cfg.Check.Expect) > maxExpect:
-		return s, fmt.Errorf("balance: Config.Check.Expect: %d bytes, more than %d", len(cfg.Check.Expect), maxExpect)
+	case len(cfg.Check.Expect) > MaxCheckExpect:
+		return s, fmt.Errorf("balance: Config.Check.Expect: %d bytes, more than %d", len(cfg.Check.Expect), MaxCheckExpect)
 	}
 	s.failures = cfg.Passive.Failures
 	if s.failures == 0 {
@@ -276,8 +276,8 @@ func (cfg *Config) validate() (settings, error) {
 	return s, nil
 }
 
-// maxExpect bounds Check.Expect, and so what a check reads.
-const maxExpect = 4096
+// MaxCheckExpect bounds Check.Expect, and so what a check reads.
+const MaxCheckExpect = 4096
 
 // checkServers validates a server list, naming the bad entry.
 func checkServers(list []Server) error {

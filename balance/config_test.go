@@ -37,7 +37,7 @@ func TestNewValidates(t *testing.T) {
 		{"negative Rise", Config{Servers: ok, Check: Check{Every: time.Second, Rise: -1}}, "Config.Check.Rise"},
 		{"negative Fall", Config{Servers: ok, Check: Check{Every: time.Second, Fall: -1}}, "Config.Check.Fall"},
 		{"Expect without Send", Config{Servers: ok, Check: Check{Every: time.Second, Expect: []byte("+PONG")}}, "Config.Check.Expect"},
-		{"Expect too long", Config{Servers: ok, Check: Check{Every: time.Second, Send: []byte("x"), Expect: bytes.Repeat([]byte("x"), maxExpect+1)}}, "Config.Check.Expect"},
+		{"Expect too long", Config{Servers: ok, Check: Check{Every: time.Second, Send: []byte("x"), Expect: bytes.Repeat([]byte("x"), MaxCheckExpect+1)}}, "Config.Check.Expect"},
 		{"bad pool template", Config{Servers: ok, Pool: pool.Config{Spares: -1}}, "Config.Pool"},
 		{"pool template Spares over MaxOpen", Config{Servers: ok, Pool: pool.Config{Spares: 3, MaxOpen: 2}}, "Config.Pool"},
 	}

@@ -283,10 +283,6 @@ func (c *config) checkReuse(set map[string]bool) error {
 	return nil
 }
 
-// maxHealthExpect bounds -health-expect, as balance bounds
-// Check.Expect (and so what a check reads).
-const maxHealthExpect = 4096
-
 // checkHealth applies the active check's rules: its other flags need
 // -health-every, -health-expect needs -health-send, and -protocol redis
 // or memcached brings its own check (PING, mn) when -health-send is not
@@ -303,8 +299,8 @@ func (c *config) checkHealth(set map[string]bool) error {
 	switch {
 	case len(c.healthExpect) > 0 && len(c.healthSend) == 0:
 		return &usageError{errors.New("flag -health-expect needs -health-send")}
-	case len(c.healthExpect) > maxHealthExpect:
-		return badFlag("health-expect", escapeBytes(c.healthExpect), fmt.Errorf("%d bytes, more than %d", len(c.healthExpect), maxHealthExpect))
+	case len(c.healthExpect) > balance.MaxCheckExpect:
+		return badFlag("health-expect", escapeBytes(c.healthExpect), fmt.Errorf("%d bytes, more than %d", len(c.healthExpect), balance.MaxCheckExpect))
 	case len(c.healthSend) > 0:
 		return nil
 	}

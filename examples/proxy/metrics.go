@@ -211,15 +211,12 @@ type metricsServer struct {
 
 func newMetricsServer(ln net.Listener, pl *listener.ProxyListener, sets []namedSet) (*metricsServer, error) {
 	reg := prometheus.NewRegistry()
-	cs := []prometheus.Collector{
+	for _, c := range []prometheus.Collector{
 		newStatsCollector(pl.Stats),
+		newServerCollector(sets), // the demo's, -upstream's or the routes'
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-	}
-	if len(sets) > 0 {
-		cs = append(cs, newServerCollector(sets))
-	}
-	for _, c := range cs {
+	} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
 		}

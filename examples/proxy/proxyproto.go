@@ -139,12 +139,12 @@ func (c *proxyConn) readHeader(ctx context.Context) (err error) {
 			err = fmt.Errorf("PROXY header: %w", ctx.Err())
 		}
 	}()
-	n, h, err := peekHeader(c.TCPConn)
+	n, h, buf, err := peekHeader(c.TCPConn)
 	if err != nil {
 		return fmt.Errorf("PROXY header: %w", err)
 	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(c.TCPConn, buf); err != nil {
+	// The same bytes again, now taken off the socket.
+	if _, err := io.ReadFull(c.TCPConn, buf[:n]); err != nil {
 		return fmt.Errorf("PROXY header: read: %w", err)
 	}
 	if h.Command.IsProxy() {

@@ -13,6 +13,6 @@ import (
 // is not wired up here; parseConfig refuses the flag.
 const acceptProxySupported = false
 
-func peekHeader(*net.TCPConn) (int, *proxyproto.Header, error) {
-	return 0, nil, errors.New("-accept-proxy is not supported on this platform")
+func peekHeader(*net.TCPConn) (int, *proxyproto.Header, []byte, error) {
+	return 0, nil, nil, errors.New("-accept-proxy is not supported on this platform")
 }

@@ -16,13 +16,14 @@ const acceptProxySupported = true
 
 // peekHeader peeks at c (recv with MSG_PEEK, which leaves the bytes in
 // the socket) until the bytes there parse as a whole PROXY header, and
-// returns its length. It waits for readability through the runtime's
+// returns its length and the buffer it peeked into (at least that long,
+// for the caller to read the header into). It waits for readability through the runtime's
 // poller (edge-triggered: a wait after a peek that found too few bytes
 // returns when more arrive), within c's read deadline.
-func peekHeader(c *net.TCPConn) (int, *proxyproto.Header, error) {
+func peekHeader(c *net.TCPConn) (int, *proxyproto.Header, []byte, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, nil, err
 	}
 	buf := make([]byte, 256) // v1 is at most 107 bytes; v2 with IPv6 52
 	var (
@@ -63,5 +64,5 @@ func peekHeader(c *net.TCPConn) (int, *proxyproto.Header, error) {
 	if err == nil {
 		err = ferr
 	}
-	return n, h, err
+	return n, h, buf, err
 }
