@@ -71,14 +71,21 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 // Accepts returns how many conns the server has accepted.
 func (s *Server) Accepts() int64 { return s.accepts.Load() }
 
+// CloseConns closes the server side of every live conn, as a server with
+// an idle limit does, and keeps serving new ones. On loopback the FIN is
+// queued on the peer's socket when it returns.
+func (s *Server) CloseConns() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.Close()
+	}
+}
+
 // Close stops accepting, closes every live conn and waits for the
 // handlers to return. It is safe to call more than once.
 func (s *Server) Close() {
 	s.ln.Close()
-	s.mu.Lock()
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
+	s.CloseConns()
 	s.wg.Wait()
 }
