@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"syscall"
@@ -137,7 +138,11 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, opts 
 		defer stopNotify()
 		how = reloadHow
 	}
-	rl := &reloader{args: args, log: log, sets: sets, running: cfg}
+	// The reloader's own copy: it changes the upstreams, routes, policy
+	// and values on its goroutine, and cfg stays the start's.
+	running := *cfg
+	running.values = maps.Clone(cfg.values)
+	rl := &reloader{args: args, log: log, sets: sets, running: &running}
 	if demo != nil {
 		rl.demo = demo.addr()
 	}
