@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/relaykit/relay/internal/logbuf"
+	"github.com/relaykit/relay/internal/loopback"
 	"go.uber.org/goleak"
 )
 
@@ -77,12 +78,13 @@ func (u *upstream) serve() {
 	}
 }
 
-// CloseConns closes the server side of every open conn.
+// CloseConns closes the server side of every open conn, returning once
+// each client has taken its FIN (see loopback.CloseConns).
 func (u *upstream) CloseConns() {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	for c := range u.conns {
-		c.Close()
+		loopback.CloseSeen(c)
 	}
 }
 
@@ -95,7 +97,11 @@ func (u *upstream) Open() int {
 
 func (u *upstream) Close() {
 	u.ln.Close()
-	u.CloseConns()
+	u.mu.Lock()
+	for c := range u.conns {
+		c.Close()
+	}
+	u.mu.Unlock()
 	u.wg.Wait()
 }
 

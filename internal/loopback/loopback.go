@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // Server is a test server on a loopback listener.
@@ -72,20 +73,35 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 func (s *Server) Accepts() int64 { return s.accepts.Load() }
 
 // CloseConns closes the server side of every live conn, as a server with
-// an idle limit does, and keeps serving new ones. On loopback the FIN is
-// queued on the peer's socket when it returns.
+// an idle limit does, and keeps serving new ones. It returns once each
+// peer has taken its FIN (on Linux; elsewhere after a short wait), so a
+// peek at the peer's end sees EOF: a FIN sent on loopback is not always
+// delivered by the time close returns, for the receive side may run later
+// on a busy machine.
 func (s *Server) CloseConns() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
-		c.Close()
+		CloseSeen(c)
 	}
+}
+
+// CloseSeen closes c once its peer has taken its FIN (see CloseConns).
+func CloseSeen(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		awaitFINSeen(c, 5*time.Second)
+	}
+	c.Close()
 }
 
 // Close stops accepting, closes every live conn and waits for the
 // handlers to return. It is safe to call more than once.
 func (s *Server) Close() {
 	s.ln.Close()
-	s.CloseConns()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
 	s.wg.Wait()
 }
